@@ -1,0 +1,36 @@
+# handseg: two commands for a newcomer.
+#   make demo   set up .venv and run the demo (synthetic data -> trained model -> report)
+#   make test   set up .venv, lint with ruff, run the tests
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup test lint format demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+demo: setup
+	$(BIN)/handseg demo --out demo-output
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .ruff_cache
