@@ -48,8 +48,118 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from handseg.config import PRESETS
+
+    p = sub.add_parser(
+        "train",
+        help="train DeepLab v3+ (ResNet-18) on a photo/mask folder pair",
+        description="Train on --images/--masks with the seed workflow's options "
+        "(--preset seed: SGD 1e-3, x0.3 every 10 epochs, batch 8, patience 4, "
+        "median-frequency class weights) or --preset scratch (for random initialisation). "
+        "Options come from: defaults < preset < --config FILE < flags. The run folder gets "
+        "config.yaml, split.json, checkpoints/, metrics.csv, training-progress.png, model.pt "
+        "and test/ (test-split metrics).",
+        epilog=f"presets: {', '.join(PRESETS)}. Example: handseg train --images photos "
+        "--masks masks --out runs/r1 --preset scratch --image-size 384 512",
+        argument_default=None,
+    )
+    d = p.add_argument_group("data")
+    d.add_argument("--images", help="folder of photos")
+    d.add_argument("--masks", help="folder of masks (white/bright = hand)")
+    d.add_argument("--split", help="reuse an existing split.json instead of drawing a new split")
+    d.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                   help="training size, height width (default 720 960)")
+    d.add_argument("--split-fractions", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
+                   help="default 0.6 0.2 0.2")
+    d.add_argument("--seed", type=int, help="seed for the split, initialisation and shuffling (default 0)")
+    d.add_argument("--classes", nargs=2, metavar=("BACKGROUND", "HAND"), help="class names")
+    d.add_argument("--hand-value", type=int, help="mask value that means hand, for masks with several labels")
+    d.add_argument("--no-cache", dest="cache", action="store_false", default=None,
+                   help="do not keep decoded images in memory between epochs")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--preset", choices=sorted(PRESETS), help="option set (default seed)")
+    o.add_argument("--backbone-weights", metavar="W",
+                   help="auto | imagenet | none | PATH to a torchvision ResNet-18 state dict (default auto)")
+    o.add_argument("--class-weighting", choices=["median-frequency", "none"])
+    o.add_argument("--optimizer", choices=["sgd", "adamw"])
+    o.add_argument("--lr", type=float, help="initial learning rate of the backbone")
+    o.add_argument("--momentum", type=float)
+    o.add_argument("--weight-decay", type=float, help="L2 factor (SGD) / decoupled decay (AdamW)")
+    o.add_argument("--head-lr-factor", type=float, help="learning-rate factor of the new layers")
+    o.add_argument("--schedule", choices=["piecewise", "cosine", "onecycle", "constant"])
+    o.add_argument("--lr-drop-factor", type=float)
+    o.add_argument("--lr-drop-period", type=int, help="epochs between drops")
+    o.add_argument("--warmup-epochs", type=int)
+    o.add_argument("--epochs", type=int, help="maximum epochs")
+    o.add_argument("--batch-size", type=int, help="mini-batch size per device")
+    o.add_argument("--patience", type=int, help="stop after N validations without improvement (0 = off)")
+    o.add_argument("--max-steps", type=int, help="stop after N iterations (quick checks)")
+    a = p.add_argument_group("augmentation")
+    a.add_argument("--augment", nargs="+", metavar="NAME",
+                   help="seed (flip + translate 10 px), flip, translate, scale-rotate, color, "
+                   "blur-noise, background, none")
+    a.add_argument("--backgrounds", metavar="DIR", help="your own background photos for --augment background")
+    a.add_argument("--background-prob", type=float, help="probability of a new background")
+    a.add_argument("--synthetic-fraction", type=float, help="share of synthetic hands mixed into training")
+    h = p.add_argument_group("hardware")
+    h.add_argument("--device", help="auto | cpu | gpu | cuda | mps")
+    h.add_argument("--devices", type=int, help="devices (processes) per node")
+    h.add_argument("--num-nodes", type=int)
+    h.add_argument("--strategy", help="auto | ddp | ddp_spawn ...")
+    h.add_argument("--workers", type=int, help="data-loading workers (-1 = choose)")
+    h.add_argument("--precision", help="auto | 32 | bf16-mixed | 16-mixed")
+    p.add_argument("--out", help="run folder (default runs/run)")
+    p.add_argument("--config", help="YAML file of options (flags override it)")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from RUN/checkpoints/last.ckpt")
+    p.add_argument("--no-test", dest="evaluate_test", action="store_false", default=None,
+                   help="skip the test-split evaluation at the end")
+    p.set_defaults(func=_run_train)
+
+
+_TRAIN_KEYS = (
+    "images masks split image_size split_fractions seed classes hand_value cache preset "
+    "backbone_weights class_weighting optimizer lr momentum weight_decay head_lr_factor schedule "
+    "lr_drop_factor lr_drop_period warmup_epochs epochs batch_size patience max_steps augment "
+    "backgrounds background_prob synthetic_fraction device devices num_nodes strategy workers "
+    "precision out evaluate_test"
+).split()
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from handseg.config import resolve_config
+    from handseg.train import train
+
+    overrides = {k: getattr(args, k, None) for k in _TRAIN_KEYS}
+    config_file = args.config
+    if args.resume:
+        run = Path(args.resume)
+        if not (run / "config.yaml").is_file():
+            raise HandsegError(f"cannot resume: {run / 'config.yaml'} does not exist")
+        # the run's own options, with any flags given now on top
+        overrides = _resume_config(run) | {k: v for k, v in overrides.items() if v is not None}
+        overrides["out"] = str(run)
+    cfg = resolve_config(overrides, config_file)
+    run = train(cfg, resume=bool(args.resume))
+    print(f"run folder: {run}  (model: {run / 'model.pt'})")
+    return 0
+
+
+def _resume_config(run) -> dict:
+    """config.yaml of a run, minus the facts recorded after resolution."""
+    from handseg.config import load_config
+
+    data = load_config(run / "config.yaml", extra_ok=("backbone_weights_used", "class_weights"))
+    for k in ("backbone_weights_used", "class_weights"):
+        data.pop(k, None)
+    return data
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth,
+    _add_train,
 ]
 
 

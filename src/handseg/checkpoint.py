@@ -1,0 +1,145 @@
+"""The ``model.pt`` file: a self-describing, weights-only checkpoint.
+
+It holds plain containers and tensors only, so it loads with
+``torch.load(weights_only=True)``: reading a model file never runs code from it.
+
+    {"format": "handseg-model", "format_version": 1,
+     "model": ModelConfig dict, "state_dict": {...}, "classes": [...],
+     "normalization": {"mean": [...], "std": [...]}, "input_size": [H, W],
+     "train_config": {...}, "backbone_weights": str, "metrics": {...}, "versions": {...}}
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from handseg import __version__
+from handseg.errors import HandsegError
+from handseg.model import HandSegNet, ModelConfig
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "save_model_file", "read_model_file", "atomic_torch_save"]
+
+FORMAT = "handseg-model"
+FORMAT_VERSION = 1
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import segmentation_models_pytorch as smp
+    import torchvision
+
+    return {
+        "handseg": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "segmentation_models_pytorch": smp.__version__,
+        "lightning": lightning.__version__,
+    }
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, then rename over ``path``:
+    an interruption leaves either the old file or the new one, never half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_model_file(
+    path: str | Path,
+    model: HandSegNet,
+    *,
+    classes: tuple[str, ...] | list[str],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    input_size: tuple[int, int],
+    train_config: dict[str, Any] | None = None,
+    backbone_weights: str = "none",
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    obj = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": model.cfg.to_dict(),
+        "state_dict": state,
+        "classes": list(classes),
+        "normalization": {"mean": list(mean), "std": list(std)},
+        "input_size": list(input_size),
+        "train_config": train_config or {},
+        "backbone_weights": backbone_weights,
+        "metrics": _plain(metrics or {}),
+        "versions": versions(),
+    }
+    return atomic_torch_save(obj, path)
+
+
+def _plain(x: Any) -> Any:
+    """Keep only types the weights-only unpickler accepts."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    if hasattr(x, "item"):
+        return x.item()
+    return str(x)
+
+
+def read_model_file(path: str | Path) -> tuple[HandSegNet, dict[str, Any]]:
+    """Load ``model.pt`` -> (model in eval mode on the CPU, metadata without the weights)."""
+    path = Path(path)
+    if path.is_dir() and (path / "model.pt").is_file():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise HandsegError(f"model file {path} does not exist (pass RUN/model.pt)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise HandsegError(
+            f"{path} was refused: it holds Python objects that would run code when loaded, so it "
+            f"is not a handseg model file ({str(exc).splitlines()[0][:200]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise HandsegError(
+            f"{path} is not a handseg model file (cannot read it: {str(exc).splitlines()[0][:200]})"
+        ) from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise HandsegError(
+            f"{path} is not a handseg model file (no 'format: {FORMAT}' marker); "
+            "pass the model.pt written by 'handseg train'"
+        )
+    version = obj.get("format_version")
+    if version != FORMAT_VERSION:
+        raise HandsegError(
+            f"{path} has model format version {version}, this handseg reads version "
+            f"{FORMAT_VERSION}; retrain or use the handseg version that wrote it "
+            f"({obj.get('versions', {}).get('handseg', 'unknown')})"
+        )
+    try:
+        model = HandSegNet(ModelConfig.from_dict(obj["model"]))
+        model.load_state_dict(obj["state_dict"], strict=True)
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise HandsegError(
+            f"{path}: the weights do not fit the stored architecture ({str(exc).splitlines()[0][:200]})"
+        ) from None
+    model.eval()
+    meta = {k: v for k, v in obj.items() if k != "state_dict"}
+    return model, meta
