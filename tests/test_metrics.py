@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -437,3 +438,25 @@ def test_bf_matches_brute_force_on_hand_like_blob_with_large_theta():
         np.testing.assert_allclose(
             bf_score(pred, gt, theta=theta), _bf_brute(pred, gt, 2, theta), rtol=0, atol=1e-12
         )
+
+
+DATA = Path(__file__).parents[2] / "shared" / "data" / "arsl-bg11"
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not (DATA / "masks").is_dir(), reason="needs ../shared/data/arsl-bg11")
+def test_real_masks_against_themselves_score_one():
+    from PIL import Image
+
+    m = SegmentationMetrics()
+    paths = sorted((DATA / "masks").glob("*.png"))
+    assert paths
+    for p in paths:
+        mask = (np.asarray(Image.open(p).convert("L")) >= 128).astype(np.uint8)
+        m.update(mask, mask, mask=p.name)
+    res = m.compute()
+    for value in res["dataset"].values():
+        assert value == 1.0
+    for metrics in res["classes"].values():
+        assert metrics == {"Accuracy": 1.0, "IoU": 1.0, "MeanBFScore": 1.0}
+    assert all(r["hand_iou"] == 1.0 and r["bf"] == 1.0 for r in res["images"])

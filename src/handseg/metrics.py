@@ -437,6 +437,11 @@ def format_metrics_tables(result: dict) -> str:
     lines += ["", "ClassMetrics:"]
     rows = [[name] + [_fmt(m.get(k)) for k in _CLASS_KEYS] for name, m in result["classes"].items()]
     lines += _table(["", *_CLASS_KEYS], rows, row_names=True)
+    lines += [
+        "",
+        "Accuracy and IoU come from pixel counts over the whole set; "
+        "MeanBFScore is a mean over images.",
+    ]
     return "\n".join(lines) + "\n"
 
 
