@@ -17,9 +17,19 @@ from tqdm.auto import tqdm
 from handseg.errors import HandsegError
 from handseg.metrics import SegmentationMetrics, to_json, write_per_image_csv
 
-__all__ = ["evaluate_model", "evaluate_mask_folders", "write_evaluation"]
+__all__ = [
+    "compare",
+    "evaluate_mask_folders",
+    "evaluate_model",
+    "evaluate_split",
+    "headline",
+    "read_metrics",
+    "write_evaluation",
+]
 
 log = logging.getLogger(__name__)
+
+_SUBSETS = ("train", "val", "test")
 
 
 def evaluate_model(
@@ -50,12 +60,40 @@ def evaluate_model(
 
 
 def _check_aspect(a: tuple[int, int], b: tuple[int, int], pa: Path, pb: Path) -> None:
+    """Raise when (H, W) sizes ``a`` (of ``pa``) and ``b`` (of ``pb``) differ in aspect."""
     ra, rb = a[1] / a[0], b[1] / b[0]
     if abs(ra - rb) / rb > 0.01:
         raise HandsegError(
-            f"{Path(pb).name} is {b[1]}x{b[0]} but {Path(pa).name} is {a[1]}x{a[0]}: "
-            "the aspect ratios differ, so the mask cannot be mapped onto the image"
+            f"{Path(pb).name} is {b[1]}x{b[0]} (W x H) but {Path(pa).name} is {a[1]}x{a[0]}: "
+            "the aspect ratios differ, so one cannot be resized onto the other; check the "
+            "pairing or re-export the file at the right size"
         )
+
+
+def evaluate_split(
+    predictor,
+    run: str | Path,
+    subset: str = "test",
+    *,
+    images_dir: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+    hand_value: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate one subset (``train``, ``val`` or ``test``) of a training run's
+    ``RUN/split.json``; the folders stored in the split are used unless overridden."""
+    from handseg.data import load_split
+
+    if subset not in _SUBSETS:
+        raise HandsegError(f"unknown split {subset!r}: choose one of {', '.join(_SUBSETS)}")
+    run = Path(run)
+    split_file = run / "split.json" if run.is_dir() else run
+    pairs = load_split(split_file, images_dir, masks_dir)[subset]
+    if not pairs:
+        raise HandsegError(f"the {subset} split of {split_file} is empty; choose another split")
+    return evaluate_model(
+        predictor, pairs, hand_value=hand_value, progress=progress, desc=f"{subset} split"
+    )
 
 
 def evaluate_mask_folders(
@@ -68,21 +106,80 @@ def evaluate_mask_folders(
 ) -> dict[str, Any]:
     """Score masks written by any tool (``pred_dir``) against ground truth (``masks_dir``).
 
-    Files are paired as the data layer pairs images and masks. A predicted mask whose size
-    differs from its ground truth is resized (nearest) when the aspect ratio matches.
+    Files are paired as the data layer pairs images and masks, with the ground truth in
+    the images' place so that a prediction may carry a mask suffix: ``a_mask.png`` (as
+    ``handseg predict`` writes it) pairs with ``a.png``, and a folder pairs with itself by
+    name. Non-images in either folder are skipped with a warning. ``hand_value`` applies to
+    the ground truth. A predicted mask whose size differs from its ground truth is resized
+    (nearest) when the aspect ratio matches, else :class:`HandsegError` names the file.
     """
-    from handseg.data import find_pairs, fit_mask_to_image, read_mask
+    from handseg.data import find_pairs, fit_mask_to_image, list_images, read_mask
 
-    pairs = find_pairs(pred_dir, masks_dir)
-    log.info("paired %d predicted masks with ground truth (%s)", len(pairs), pairs.rule)
+    for d, what in ((pred_dir, "predicted masks"), (masks_dir, "ground-truth masks")):
+        if not Path(d).is_dir():
+            raise HandsegError(f"{what} folder {d} does not exist or is not a folder")
+    if Path(pred_dir).resolve() == Path(masks_dir).resolve():  # a folder against itself
+        pairs = [(m, m) for m in list_images(masks_dir, what="masks")]
+    else:
+        pairs = [(p, g) for g, p in find_pairs(masks_dir, pred_dir)]
     acc = SegmentationMetrics(class_names)
     for pred_path, gt_path in tqdm(pairs, desc="evaluate", unit="img", disable=not progress):
         gt = read_mask(gt_path, hand_value=hand_value)
         pred = read_mask(pred_path)
         if pred.shape != gt.shape:
+            _check_aspect(gt.shape[:2], pred.shape[:2], gt_path, pred_path)
             pred = fit_mask_to_image(pred, gt.shape[:2], name=str(pred_path))
         acc.update(pred, gt, image=Path(pred_path).name, mask=Path(gt_path).name)
     return acc.compute()
+
+
+def compare(
+    predictor,
+    image_path: str | Path,
+    mask_path: str | Path,
+    out_path: str | Path,
+    *,
+    split_errors: bool = False,
+    hand_value: int | None = None,
+) -> dict[str, Any]:
+    """The seed's test figure for one photo: the prediction overlaid on the photo, and the
+    comparison with the ground truth (hand found white, background black, mismatch green;
+    with ``split_errors`` false hand green and missed hand magenta).
+
+    The prediction is made at the mask's resolution and scored there: hand IoU and BF
+    (the image's mean over classes, as in ``per-image.csv``) go into the title.
+
+    Returns:
+        ``{"image", "mask", "out", "hand_iou", "bf", "class_bf", "accuracy",
+        "pred": (h, w) uint8 {0, 1}, "gt": (h, w) uint8, "comparison": (h, w, 3) uint8}``.
+    """
+    from handseg.data import read_image, read_mask
+    from handseg.viz import comparison_figure, comparison_image
+
+    image = read_image(image_path)
+    gt = read_mask(mask_path, hand_value=hand_value)
+    _check_aspect(image.shape[:2], gt.shape[:2], Path(image_path), Path(mask_path))
+    pred = predictor.predict(image, out_size=gt.shape[:2])
+    classes = getattr(predictor, "classes", ("background", "hand"))
+    record = SegmentationMetrics(classes).update(
+        pred, gt, image=Path(image_path).name, mask=Path(mask_path).name
+    )
+    out = comparison_figure(
+        image,
+        pred,
+        gt,
+        out_path,
+        title=Path(image_path).name,
+        iou=record["hand_iou"],
+        bf=record["bf"],
+        split_errors=split_errors,
+    )
+    return record | {
+        "out": out,
+        "pred": pred,
+        "gt": gt,
+        "comparison": comparison_image(pred, gt, split_errors=split_errors),
+    }
 
 
 def write_evaluation(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
@@ -104,6 +201,7 @@ def write_evaluation(result: dict[str, Any], out_dir: str | Path) -> dict[str, P
 
 
 def read_metrics(path: str | Path) -> dict[str, Any]:
+    """Read a ``metrics.json`` written by :func:`write_evaluation` (null stays None)."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
