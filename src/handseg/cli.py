@@ -157,9 +157,197 @@ def _resume_config(run) -> dict:
     return data
 
 
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model, or another tool's masks, against ground-truth masks",
+        description="Print the data-set and class metrics MATLAB's "
+        "evaluateSemanticSegmentation reports (global/mean accuracy, IoU, weighted IoU, BF "
+        "score; counts at each mask's own resolution, BF averaged over images); with --out "
+        "also write metrics.json, per-image.csv (worst first) and confusion.png.",
+        epilog="Examples: handseg evaluate --model runs/r1/model.pt --images photos --masks "
+        "masks | handseg evaluate --run runs/r1 --split test | handseg evaluate --pred-masks "
+        "other_tool_out --masks masks",
+    )
+    p.add_argument("--model", help="model file (RUN/model.pt) to run on --images")
+    p.add_argument("--pred-masks", metavar="DIR", help="masks predicted by any tool, to score")
+    p.add_argument("--images", help="folder of photos (with --model)")
+    p.add_argument("--masks", help="folder of ground-truth masks (white/bright = hand)")
+    p.add_argument(
+        "--split", choices=["train", "val", "test"],
+        help="evaluate this subset of RUN/split.json (folders default to those in the split)",
+    )  # fmt: skip
+    p.add_argument("--run", help="training run folder (holds split.json and model.pt)")
+    p.add_argument("--out", help="folder for metrics.json, per-image.csv, confusion.png")
+    p.add_argument("--hand-value", metavar="V", help="ground-truth mask value that means hand")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from handseg.evaluate import (
+        evaluate_mask_folders,
+        evaluate_model,
+        evaluate_split,
+        headline,
+        write_evaluation,
+    )
+    from handseg.metrics import format_metrics_tables
+
+    hand_value = args.hand_value
+    if args.model and args.pred_masks:
+        raise HandsegError("pass either --model (to predict) or --pred-masks (to score), not both")
+    if args.pred_masks:
+        if not args.masks:
+            raise HandsegError("--pred-masks needs --masks DIR, the ground-truth masks")
+        if args.images or args.split or args.run:
+            raise HandsegError("--images, --split and --run go with --model, not --pred-masks")
+        result = evaluate_mask_folders(args.pred_masks, args.masks, hand_value=hand_value)
+    else:
+        model = args.model or (str(Path(args.run) / "model.pt") if args.run else None)
+        if not model:
+            raise HandsegError(
+                "say what to evaluate: --model RUN/model.pt with --images DIR --masks DIR "
+                "(or --split test --run RUN), or --pred-masks DIR --masks DIR"
+            )
+        from handseg.predict import load_model
+
+        run = Path(args.run) if args.run else None
+        if args.split and run is None:
+            if not (Path(model).parent / "split.json").is_file():
+                raise HandsegError(f"--split {args.split} needs --run RUN, the run with split.json")
+            run = Path(model).parent
+        if hand_value is None and run is not None:
+            hand_value = _run_hand_value(run)
+        predictor = load_model(model, device=args.device)
+        if args.split:
+            result = evaluate_split(
+                predictor, run, args.split, images_dir=args.images, masks_dir=args.masks,
+                hand_value=hand_value,
+            )  # fmt: skip
+        else:
+            if not (args.images and args.masks):
+                raise HandsegError(
+                    "--model needs --images DIR and --masks DIR, or --split NAME --run RUN"
+                )
+            from handseg.data import find_pairs
+
+            pairs = find_pairs(args.images, args.masks)
+            result = evaluate_model(predictor, pairs, hand_value=hand_value)
+    print(format_metrics_tables(result))
+    print(headline(result))
+    if args.out:
+        paths = write_evaluation(result, args.out)
+        print(f"wrote {', '.join(p.name for p in paths.values())} to {args.out}")
+    return 0
+
+
+def _run_hand_value(run) -> str | None:
+    """The hand value a training run was configured with (None when unset or unknown)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    value = cfg.get("hand_value") if isinstance(cfg, dict) else None
+    return None if value is None else str(value)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment hands in photos, folders, glob patterns and videos",
+        description="Write OUT/<name>_mask.png (0/255) and OUT/<name>_overlay.jpg for every "
+        "image, at the image's own resolution, and OUT/<name>_overlay.mp4 for every video "
+        "(.mp4 .avi .mov .mkv .webm). Unreadable inputs are skipped with a warning.",
+        epilog="Example: handseg predict --model runs/r1/model.pt photos/ 'more/*.jpg' "
+        "clip.mp4 --out predictions",
+    )
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT",
+        help="image or video files, folders, glob patterns (quote a pattern to let handseg "
+        "expand it, e.g. 'data/**/*.png')",
+    )  # fmt: skip
+    p.add_argument("--model", required=True, help="model file (RUN/model.pt)")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per network call (default 4)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.add_argument("--no-overlay", dest="overlay", action="store_false",
+                   help="write only the masks, no overlay images")  # fmt: skip
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from handseg.predict import load_model, predict_inputs
+
+    if args.batch_size < 1:
+        raise HandsegError(f"--batch-size must be at least 1, got {args.batch_size}")
+    predictor = load_model(args.model, device=args.device)
+    records = predict_inputs(
+        predictor, args.inputs, args.out, batch_size=args.batch_size, overlay=args.overlay
+    )
+    ok = [r for r in records if r["ok"]]
+    for r in ok:
+        if "frames" in r:
+            print(f"{r['input']}: {r['frames']} frames at {r['fps']:.1f} frames/s -> {r['output']}")
+    n_images = sum(1 for r in ok if "mask" in r)
+    skipped = len(records) - len(ok)
+    what = "mask(s) and overlay(s)" if args.overlay else "mask(s)"
+    print(
+        f"wrote {n_images} {what} to {args.out}"
+        + (f"; skipped {skipped} unreadable input(s)" if skipped else "")
+    )
+    if not ok:
+        raise HandsegError(f"none of the {len(records)} input(s) could be read; see the warnings")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="the seed's test figure: prediction overlay and comparison with the ground truth",
+        description="Left: the photo with the predicted hand overlaid. Right: hand found "
+        "correctly white, background black, mismatches green (--split-errors: false hand "
+        "green, missed hand magenta). Hand IoU and BF score, computed at the mask's "
+        "resolution, are printed and drawn in the title.",
+    )
+    p.add_argument("--model", required=True, help="model file (RUN/model.pt)")
+    p.add_argument("--image", required=True, help="photo")
+    p.add_argument("--mask", required=True, help="its ground-truth mask")
+    p.add_argument("--out", required=True, help="figure to write (.png)")
+    p.add_argument("--split-errors", action="store_true",
+                   help="colour false hand green and missed hand magenta")  # fmt: skip
+    p.add_argument("--hand-value", metavar="V", help="ground-truth mask value that means hand")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from handseg.evaluate import compare
+    from handseg.predict import load_model
+
+    predictor = load_model(args.model, device=args.device)
+    r = compare(
+        predictor, args.image, args.mask, args.out,
+        split_errors=args.split_errors, hand_value=args.hand_value,
+    )  # fmt: skip
+    print(
+        f"{r['image']}: hand IoU {r['hand_iou']:.4f}  BF {r['bf']:.4f}  "
+        f"accuracy {r['accuracy']:.4f}"
+    )
+    print(f"wrote {r['out']}")
+    return 0
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth,
     _add_train,
+    _add_evaluate,
+    _add_predict,
+    _add_compare,
 ]
 
 
