@@ -251,13 +251,14 @@ def test_bf_distance_exactly_theta_counts_as_matched():
     assert bf_score(pred, gt, theta=math.nextafter(5.0, 0))[1] == 0.0
 
 
-def test_unmatched_scipy_fallback_agrees_with_opencv():
+def test_unmatched_methods_agree():
     rng = np.random.default_rng(7)
     src = rng.random((30, 40)) < 0.1
-    ref = rng.random((30, 40)) < 0.05
-    for k in (0, 2, 5, 13):
-        limit = np.float32(math.sqrt(k + 0.5))
-        assert _unmatched(src, ref, k, None) == _unmatched(src, ref, k, limit)
+    ref = rng.random((30, 40)) < 0.03
+    for k in (0, 1, 2, 5, 13, 81, 200):
+        counts = {m: _unmatched(src, ref, k, m) for m in ("dilate", "opencv", "scipy")}
+        assert len(set(counts.values())) == 1, (k, counts)
+    assert 0 < _unmatched(src, ref, 2, "scipy") < src.sum()
 
 
 def test_bf_rejects_negative_theta():
@@ -429,12 +430,12 @@ def test_per_image_csv_is_worst_first_with_nan_last(tmp_path):
 
 
 def test_bf_matches_brute_force_on_hand_like_blob_with_large_theta():
-    # 120 x 160 (diagonal 200, default theta 1.5); also theta 9 as at 720 x 960
+    # 120 x 160 (diagonal 200, default theta 1.5); also theta 9 as at 720 x 960, and 13
     rng = np.random.default_rng(11)
     gt = _blobs(rng, 120, 160, 8.0, 0.5)
     pred = np.pad(gt, ((2, 0), (0, 3)), mode="edge")[:120, 3:].copy()  # shifted, no wrap
     pred[_blobs(rng, 120, 160, 2.0, 1.5) == 1] ^= 1
-    for theta in (None, 9.0):
+    for theta in (None, 9.0, 13.0):  # 13 px: distance-transform path
         np.testing.assert_allclose(
             bf_score(pred, gt, theta=theta), _bf_brute(pred, gt, 2, theta), rtol=0, atol=1e-12
         )

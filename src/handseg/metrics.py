@@ -163,20 +163,46 @@ def _max_sq_distance(theta: float) -> int:
     return k
 
 
-def _unmatched(src_b: np.ndarray, ref_b: np.ndarray, max_sq: int, limit: np.float32 | None) -> int:
+_DILATE_MAX_SQ = 144
+"""Up to this squared threshold (radius 12 px) a disk dilation beats a distance transform."""
+
+
+def _disk(max_sq: int) -> np.ndarray:
+    """(2r+1, 2r+1) uint8 kernel of the integer offsets with dy^2 + dx^2 <= max_sq."""
+    r = math.isqrt(max_sq)
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    return (yy * yy + xx * xx <= max_sq).astype(np.uint8)
+
+
+def _unmatched(src_b: np.ndarray, ref_b: np.ndarray, max_sq: int, method: str = "auto") -> int:
     """Pixels of ``src_b`` farther than the threshold from every pixel of ``ref_b``.
 
+    A pixel matches when some ``ref_b`` pixel lies at squared distance <= ``max_sq``.
     Both are (h, w) bool crops; every pixel within the threshold of a ``src_b`` pixel that
-    matters lies inside the crop, so the crop's distance transform decides exactly.
+    matters lies inside the crop, so the crop decides exactly. Three exact methods, by
+    speed: a dilation of ``ref_b`` by the disk of allowed offsets (cost grows with the
+    disk's area, so only for small thresholds), OpenCV's exact Euclidean distance
+    transform (float32, exact while max_sq < 1e6), and scipy's (for anything larger).
     """
     import cv2
 
     if not ref_b.any():
         return int(np.count_nonzero(src_b))
-    if limit is not None:
-        # Exact Euclidean distance (Felzenszwalb) to the nearest zero, i.e. ref_b pixel.
+    if method == "auto" and max_sq <= _DILATE_MAX_SQ:
+        method = "dilate"
+    elif method == "auto":
+        method = "opencv" if max_sq < 1_000_000 else "scipy"
+    if method == "dilate":
+        near = cv2.dilate(ref_b.astype(np.uint8), _disk(max_sq))
+        return int(np.count_nonzero(src_b & (near == 0)))
+    if method == "opencv":
+        # distance to the nearest zero, i.e. ref_b pixel (Felzenszwalb: exact Euclidean).
+        # float32 distances are sqrt(k) within a relative 1e-7; halfway between
+        # sqrt(max_sq) and sqrt(max_sq + 1) separates them exactly while max_sq < ~2e6.
         dist = cv2.distanceTransform((~ref_b).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-        return int(np.count_nonzero(dist[src_b] > limit))
+        return int(np.count_nonzero(dist[src_b] > np.float32(math.sqrt(max_sq + 0.5))))
+    if method != "scipy":
+        raise ValueError(f"unknown method {method!r}")
     from scipy import ndimage
 
     _, (iy, ix) = ndimage.distance_transform_edt(~ref_b, return_indices=True)
@@ -215,9 +241,6 @@ def bf_score(
     if not theta >= 0:
         raise ValueError(f"BF threshold must be >= 0, got {theta}")
     max_sq = _max_sq_distance(theta)
-    # float32 distances are sqrt(k) within a relative 1e-7; halfway between sqrt(K) and
-    # sqrt(K + 1) separates them exactly while K is below ~2e6 (theta < ~1400 px).
-    limit = np.float32(math.sqrt(max_sq + 0.5)) if max_sq < 1_000_000 else None
     margin = math.isqrt(max_sq) + 1
 
     valid = _valid(gt, num_classes)
@@ -246,8 +269,8 @@ def bf_score(
         x0, x1 = max(cols[0] - margin, 0), min(cols[-1] + margin + 1, w)
         pc = pb[y0:y1, x0:x1].astype(bool)
         gc = gb[y0:y1, x0:x1].astype(bool)
-        precision = 1.0 - _unmatched(pc & ~gc, gc, max_sq, limit) / n_pred
-        recall = 1.0 - _unmatched(gc & ~pc, pc, max_sq, limit) / n_true
+        precision = 1.0 - _unmatched(pc & ~gc, gc, max_sq) / n_pred
+        recall = 1.0 - _unmatched(gc & ~pc, pc, max_sq) / n_true
         s = precision + recall
         scores[c] = 2.0 * precision * recall / s if s > 0 else 0.0
     return scores
