@@ -48,6 +48,34 @@ def _run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="check a photo/mask folder pair before training",
+        description="Pair the photos with their masks and report the pairing rule, image "
+        "and mask sizes, a class table like MATLAB's countEachLabel and the median-frequency "
+        "class weights training would use; with --out also a class-frequency chart and a "
+        "grid of photos with their masks overlaid.",
+    )
+    p.add_argument("--images", required=True, help="folder of photos")
+    p.add_argument("--masks", required=True, help="folder of masks (white = hand)")
+    p.add_argument("--out", help="folder for class-frequency.png, samples.png, inspect.json")
+    p.add_argument(
+        "--hand-value", metavar="V",
+        help="mask value that means hand, for masks with several label values "
+        "(an integer, palette index, or R,G,B colour)",
+    )  # fmt: skip
+    p.set_defaults(func=_run_inspect)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from handseg.inspect_data import format_inspect_report, inspect_data
+
+    info = inspect_data(args.images, args.masks, args.out, hand_value=args.hand_value)
+    print(format_inspect_report(info))
+    return 0
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from handseg.config import PRESETS
 
@@ -344,6 +372,7 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth,
+    _add_inspect,
     _add_train,
     _add_evaluate,
     _add_predict,
