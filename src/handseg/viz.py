@@ -258,11 +258,11 @@ def comparison_figure(
         ax.set_xticks([])
         ax.set_yticks([])
 
-    scores = []
-    if iou is not None:
-        scores.append(f"IoU {iou:.4f}")
-    if bf is not None:
-        scores.append(f"BF {bf:.4f}")
+    scores = [
+        f"{name} {'n/a' if math.isnan(v) else f'{v:.4f}'}"
+        for name, v in (("IoU", iou), ("BF", bf))
+        if v is not None
+    ]
     heading = "   ".join(s for s in (title, "  ".join(scores)) if s)
     if heading:
         fig.suptitle(heading, fontsize=13, fontweight="bold")
