@@ -1,0 +1,26 @@
+"""Fixtures shared by the test modules: a tiny synthetic data set and the real data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """20 synthetic 64 x 80 (H x W) samples: the folder holding images/ and masks/."""
+    from handseg.synthetic import make_synthetic
+
+    return make_synthetic(
+        tmp_path_factory.mktemp("data") / "synth", n=20, size=(64, 80), seed=0, progress=False
+    )
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The 30 real ArSL photos and masks in ../shared/data/arsl-bg11 (skip if absent)."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "arsl-bg11"
+    if not (path / "images").is_dir() or not (path / "masks").is_dir():
+        pytest.skip(f"real data not found at {path}")
+    return path
