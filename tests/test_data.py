@@ -276,6 +276,9 @@ EXACT_ENCODINGS = {
     "white-rgba.png": lambda p: _save(
         np.dstack([_grey3(TRUTH.astype(np.uint8) * 255), np.full(TRUTH.shape, 255, np.uint8)]), p
     ),
+    "alpha-rgba.png": lambda p: _save(  # opaque hand on a transparent layer
+        np.dstack([np.zeros((*TRUTH.shape, 3), np.uint8), TRUTH.astype(np.uint8) * 255]), p
+    ),
     "red-rgb.png": lambda p: _save(
         np.dstack([TRUTH * 255, np.zeros_like(TRUTH), np.zeros_like(TRUTH)]).astype(np.uint8), p
     ),
@@ -314,9 +317,11 @@ def test_anti_aliased_mask(tmp_path):
 
 
 @pytest.mark.parametrize("quality", [30, 75])
-def test_jpeg_noise_mask(tmp_path, quality):
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_noise_mask(tmp_path, quality, channels):
     path = tmp_path / "mask.jpg"
-    _save(TRUTH.astype(np.uint8) * 255, path, quality=quality)
+    grey = TRUTH.astype(np.uint8) * 255
+    _save(grey if channels == 1 else _grey3(grey), path, quality=quality)
     assert np.unique(np.asarray(Image.open(path))).size > 10  # really noisy
     mask = read_mask(path)
     assert set(np.unique(mask)) <= {0, 1}
@@ -595,3 +600,25 @@ def test_real_data_loads_fast_at_384x512():
     assert x.shape == (3, 384, 512) and y.shape == (384, 512)
     assert 0.05 <= y.float().mean() <= 0.25
     assert float(np.median(best)) < 0.05, f"median load time {np.median(best) * 1000:.0f} ms"
+
+
+def test_images_and_masks_in_one_folder(tmp_path):
+    folder = tmp_path / "both"
+    folder.mkdir()
+    for k in (1, 2, 10):
+        write_image(folder / f"hand{k}.jpg")
+        write_mask(folder / f"hand{k}_mask.png")
+    pairs = find_pairs(folder, folder)
+    assert pairs.rule == "stem"
+    assert names(pairs) == [(f"hand{k}.jpg", f"hand{k}_mask.png") for k in (1, 2, 10)]
+
+
+def test_read_16bit_rgb_png(tmp_path):
+    import cv2
+
+    rgb16 = np.zeros((4, 5, 3), np.uint16)
+    rgb16[..., 0], rgb16[..., 1], rgb16[..., 2] = 65535, 32896, 0x1234
+    cv2.imwrite(str(tmp_path / "rgb16.png"), rgb16[..., ::-1])  # OpenCV writes BGR
+    out = read_image(tmp_path / "rgb16.png")
+    assert out.dtype == np.uint8 and out.shape == (4, 5, 3)
+    np.testing.assert_array_equal(out[0, 0], [255, 128, 0x12])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -654,18 +655,20 @@ def save_split(
     img_dir = Path(images_dir) if images_dir else _common_parent(i for i, _ in every)
     msk_dir = Path(masks_dir) if masks_dir else _common_parent(m for _, m in every)
 
+    def absolute(p: Path) -> Path:  # absolute, but symlinks kept (unlike resolve())
+        return Path(os.path.abspath(p))
+
     def rel(p: Path, base: Path | None) -> str:
-        p = Path(p)
         if base is not None:
             try:
-                return p.resolve().relative_to(base.resolve()).as_posix()
+                return absolute(p).relative_to(absolute(base)).as_posix()
             except ValueError:
                 pass
-        return str(p.resolve())
+        return str(absolute(p))
 
     doc = {
-        "images_dir": str(img_dir.resolve()) if img_dir else None,
-        "masks_dir": str(msk_dir.resolve()) if msk_dir else None,
+        "images_dir": str(absolute(img_dir)) if img_dir else None,
+        "masks_dir": str(absolute(msk_dir)) if msk_dir else None,
         "seed": seed,
         "fractions": list(fractions) if fractions is not None else None,
     }

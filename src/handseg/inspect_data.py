@@ -205,6 +205,11 @@ def format_inspect_report(info: dict[str, Any]) -> str:
         f"hand pixels per image: min {100 * hs['min']:.1f} %, mean {100 * hs['mean']:.1f} %, "
         f"max {100 * hs['max']:.1f} %"
     )
+    if hs["mean"] > 0.5:
+        lines.append(
+            "  hands cover more than half of the pixels: are the masks inverted? "
+            "handseg reads white (bright) as hand"
+        )
     lines += ["", f"{'Name':<12}{'PixelCount':>14}{'ImagePixelCount':>18}{'Frequency':>11}"]
     for c in info["classes"]:
         lines.append(
