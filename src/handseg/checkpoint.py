@@ -36,11 +36,11 @@ def versions() -> dict[str, str]:
     import torchvision
 
     return {
-        "handseg": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "segmentation_models_pytorch": smp.__version__,
-        "lightning": lightning.__version__,
+        "handseg": str(__version__),
+        "torch": str(torch.__version__),  # a TorchVersion object, not a plain str
+        "torchvision": str(torchvision.__version__),
+        "segmentation_models_pytorch": str(smp.__version__),
+        "lightning": str(lightning.__version__),
     }
 
 
@@ -77,13 +77,13 @@ def save_model_file(
     obj = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "model": model.cfg.to_dict(),
+        "model": _plain(model.cfg.to_dict()),
         "state_dict": state,
-        "classes": list(classes),
-        "normalization": {"mean": list(mean), "std": list(std)},
-        "input_size": list(input_size),
-        "train_config": train_config or {},
-        "backbone_weights": backbone_weights,
+        "classes": _plain(list(classes)),
+        "normalization": {"mean": _plain(list(mean)), "std": _plain(list(std))},
+        "input_size": _plain(list(input_size)),
+        "train_config": _plain(train_config or {}),
+        "backbone_weights": str(backbone_weights),
         "metrics": _plain(metrics or {}),
         "versions": versions(),
     }
@@ -96,8 +96,14 @@ def _plain(x: Any) -> Any:
         return {str(k): _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
-    if isinstance(x, (str, int, float, bool)) or x is None:
+    if isinstance(x, bool) or x is None:
         return x
+    if isinstance(x, str):
+        return str(x)
+    if isinstance(x, int):
+        return int(x)
+    if isinstance(x, float):
+        return float(x)
     if hasattr(x, "item"):
         return x.item()
     return str(x)

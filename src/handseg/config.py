@@ -156,7 +156,9 @@ def resolve_config(
 
 def _validate(cfg: TrainConfig) -> None:
     if len(cfg.image_size) != 2 or min(cfg.image_size) < 16:
-        raise HandsegError(f"image_size must be two integers H W of at least 16, got {cfg.image_size}")
+        raise HandsegError(
+            f"image_size must be two integers H W of at least 16, got {cfg.image_size}"
+        )
     if cfg.optimizer not in ("sgd", "adamw"):
         raise HandsegError(f"optimizer must be sgd or adamw, got {cfg.optimizer!r}")
     if cfg.schedule not in ("piecewise", "cosine", "onecycle", "constant"):
@@ -168,11 +170,11 @@ def _validate(cfg: TrainConfig) -> None:
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise HandsegError("epochs and batch_size must be at least 1")
     if len(cfg.split_fractions) != 3 or abs(sum(cfg.split_fractions) - 1) > 1e-6:
-        raise HandsegError(f"split_fractions must be three numbers summing to 1, got {cfg.split_fractions}")
+        raise HandsegError(
+            f"split_fractions must be three numbers summing to 1, got {cfg.split_fractions}"
+        )
 
 
 def save_config(cfg: TrainConfig | dict[str, Any], path: str | Path) -> None:
     d = cfg.to_dict() if isinstance(cfg, TrainConfig) else cfg
     Path(path).write_text(yaml.safe_dump(d, sort_keys=False), encoding="utf-8")
-
-

@@ -258,4 +258,3 @@ def resolve_backbone_weights(model: HandSegNet, spec: str, *, timeout: float = 5
 def model_summary(model: nn.Module) -> dict:
     n = sum(p.numel() for p in model.parameters())
     return {"parameters": n}
-

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from handseg.config import TrainConfig, save_config
+from handseg.device import accelerator, training_precision
 from handseg.errors import HandsegError
 from handseg.model import HandSegNet, ModelConfig, resolve_backbone_weights
 
@@ -157,7 +158,10 @@ class SegModule(_lightning().LightningModule):
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
         return F.cross_entropy(
-            logits.float(), y, weight=self.class_weights, ignore_index=IGNORE_INDEX,
+            logits.float(),
+            y,
+            weight=self.class_weights,
+            ignore_index=IGNORE_INDEX,
             reduction=reduction,
         )
 
@@ -168,7 +172,9 @@ class SegModule(_lightning().LightningModule):
         logits = self(x)
         loss = self._loss(logits, y)
         if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"loss became {loss.item()} at iteration {self.global_step + 1}")
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at iteration {self.global_step + 1}"
+            )
         with torch.no_grad():
             valid = y != IGNORE_INDEX
             acc = (logits.argmax(1)[valid] == y[valid]).float().mean()
@@ -245,7 +251,7 @@ class _History(_lightning().Callback):
             }
         )
 
-    def on_validation_epoch_end(self, trainer, pl_module):
+    def on_validation_end(self, trainer, pl_module):  # after the module logged val_*
         if trainer.sanity_checking:
             return
         m = trainer.callback_metrics
@@ -298,21 +304,9 @@ def _check_writable(out: Path) -> None:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise HandsegError(f"cannot write to the output folder {out}: {exc.strerror or exc}") from None
-
-
-def _accelerator(device: str) -> str:
-    return {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "mps": "mps"}.get(
-        device, device
-    )
-
-
-def _precision(cfg: TrainConfig) -> str:
-    if cfg.precision != "auto":
-        return cfg.precision
-    if _accelerator(cfg.device) in ("gpu", "auto") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+        raise HandsegError(
+            f"cannot write to the output folder {out}: {exc.strerror or exc}"
+        ) from None
 
 
 def _workers(cfg: TrainConfig) -> int:
@@ -330,16 +324,28 @@ def _prepare_data(cfg: TrainConfig, out: Path, resume: bool):
         split = load_split(split_path)
     elif cfg.split:
         split = load_split(cfg.split, cfg.images, cfg.masks)
-        save_split(split, split_path, images_dir=cfg.images, masks_dir=cfg.masks, seed=cfg.seed,
-                   fractions=cfg.split_fractions)
+        save_split(
+            split,
+            split_path,
+            images_dir=cfg.images,
+            masks_dir=cfg.masks,
+            seed=cfg.seed,
+            fractions=cfg.split_fractions,
+        )
     else:
         if not cfg.images or not cfg.masks:
             raise HandsegError("say where the data is: --images DIR --masks DIR (or --config FILE)")
         pairs = find_pairs(cfg.images, cfg.masks)
         log.info("found %d image/mask pairs (paired by %s)", len(pairs), pairs.rule)
         split = make_split(pairs, cfg.split_fractions, cfg.seed)
-        save_split(split, split_path, images_dir=cfg.images, masks_dir=cfg.masks, seed=cfg.seed,
-                   fractions=cfg.split_fractions)
+        save_split(
+            split,
+            split_path,
+            images_dir=cfg.images,
+            masks_dir=cfg.masks,
+            seed=cfg.seed,
+            fractions=cfg.split_fractions,
+        )
     for name in ("train", "val"):
         if not split.get(name):
             raise HandsegError(
@@ -377,6 +383,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     from handseg.data import IMAGENET_MEAN, IMAGENET_STD, SegDataset
     from handseg.transforms import build_transform
 
+    _quiet_lightning()
+
     out = Path(cfg.out)
     _check_writable(out)
     ckpt_dir = out / "checkpoints"
@@ -390,7 +398,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
 
     size = tuple(cfg.image_size)
     transform = build_transform(list(cfg.augment), **_augment_options(cfg))
-    train_ds = SegDataset(split["train"], size, transform, hand_value=cfg.hand_value, cache=cfg.cache)
+    train_ds = SegDataset(
+        split["train"], size, transform, hand_value=cfg.hand_value, cache=cfg.cache
+    )
     val_ds = SegDataset(split["val"], size, None, hand_value=cfg.hand_value, cache=cfg.cache)
     weights = None
     if cfg.class_weighting == "median-frequency":
@@ -410,7 +420,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=False, **loader_kw
     )
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=cfg.batch_size, **loader_kw)
-    steps_per_epoch = max(1, math.ceil(len(train_ds) / (cfg.batch_size * cfg.devices * cfg.num_nodes)))
+    steps_per_epoch = max(
+        1, math.ceil(len(train_ds) / (cfg.batch_size * cfg.devices * cfg.num_nodes))
+    )
 
     net = HandSegNet(ModelConfig(num_classes=len(cfg.classes)))
     used = resolve_backbone_weights(net, cfg.backbone_weights) if not resume else None
@@ -426,14 +438,24 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
 
     history = _History(out)
     checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
-        save_last=True, enable_version_counter=False,
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor="val_loss",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
     )
     callbacks = [checkpoint, history]
     if cfg.patience > 0:
         callbacks.append(
-            EarlyStopping(monitor="val_loss", mode="min", patience=cfg.patience, min_delta=0.0,
-                          check_finite=True)
+            EarlyStopping(
+                monitor="val_loss",
+                mode="min",
+                patience=cfg.patience,
+                min_delta=0.0,
+                check_finite=True,
+            )
         )
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
@@ -441,11 +463,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         default_root_dir=out,
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
-        accelerator=_accelerator(cfg.device),
-        devices=cfg.devices if _accelerator(cfg.device) != "cpu" or cfg.devices > 1 else 1,
+        accelerator=accelerator(cfg.device),
+        devices=cfg.devices if accelerator(cfg.device) != "cpu" or cfg.devices > 1 else 1,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        precision=_precision(cfg),
+        precision=training_precision(cfg.device, cfg.precision),
         callbacks=callbacks,
         logger=False,
         enable_progress_bar=progress,
@@ -499,14 +521,31 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         from handseg.predict import load_model
 
         predictor = load_model(out / "model.pt")
-        test = evaluate_model(predictor, split["test"], hand_value=cfg.hand_value,
-                              progress=progress, desc="test split")
+        test = evaluate_model(
+            predictor,
+            split["test"],
+            hand_value=cfg.hand_value,
+            progress=progress,
+            desc="test split",
+        )
         write_evaluation(test, out / "test")
         result["test"] = test["dataset"] | {"hand_IoU": test["classes"][cfg.classes[1]]["IoU"]}
         save_model_file(out / "model.pt", net, metrics=result, **meta)
         log.info("test split (%d images):\n%s", len(split["test"]), format_metrics_tables(test))
         log.info("test split: %s", headline(test))
     return out
+
+
+def _quiet_lightning() -> None:
+    """Lightning sets its loggers to INFO when imported; its start-up chatter (GPU/TPU
+    availability, tips) is noise unless handseg itself is verbose."""
+    if logging.getLogger("handseg").getEffectiveLevel() > logging.DEBUG:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 
 
 def _augment_options(cfg: TrainConfig) -> dict[str, Any]:
@@ -523,7 +562,9 @@ def _with_synthetic(ds, cfg: TrainConfig):
     from handseg.synthetic import SyntheticDataset  # added with the background issue
 
     n = max(1, round(len(ds) * cfg.synthetic_fraction / (1 - cfg.synthetic_fraction)))
-    return torch.utils.data.ConcatDataset([ds, SyntheticDataset(n, tuple(cfg.image_size), cfg.seed)])
+    return torch.utils.data.ConcatDataset(
+        [ds, SyntheticDataset(n, tuple(cfg.image_size), cfg.seed)]
+    )
 
 
 def _previous_backbone(out: Path) -> str:
