@@ -314,12 +314,7 @@ BAD_KINDS = [
     "torchvision-state-dict",
     "format-version-99",
     "pickled-object",
-    pytest.param(
-        "empty",
-        marks=pytest.mark.xfail(
-            raises=IndexError, reason="checkpoint.read_model_file: a zero-byte file -> IndexError"
-        ),
-    ),
+    "empty",
 ]
 
 

@@ -109,6 +109,10 @@ def _plain(x: Any) -> Any:
     return str(x)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
 def read_model_file(path: str | Path) -> tuple[HandSegNet, dict[str, Any]]:
     """Load ``model.pt`` -> (model in eval mode on the CPU, metadata without the weights)."""
     path = Path(path)
@@ -121,11 +125,11 @@ def read_model_file(path: str | Path) -> tuple[HandSegNet, dict[str, Any]]:
     except pickle.UnpicklingError as exc:
         raise HandsegError(
             f"{path} was refused: it holds Python objects that would run code when loaded, so it "
-            f"is not a handseg model file ({str(exc).splitlines()[0][:200]})"
+            f"is not a handseg model file ({_first_line(exc)})"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise HandsegError(
-            f"{path} is not a handseg model file (cannot read it: {str(exc).splitlines()[0][:200]})"
+            f"{path} is not a handseg model file (cannot read it: {_first_line(exc)})"
         ) from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise HandsegError(
@@ -144,7 +148,7 @@ def read_model_file(path: str | Path) -> tuple[HandSegNet, dict[str, Any]]:
         model.load_state_dict(obj["state_dict"], strict=True)
     except (KeyError, RuntimeError, TypeError) as exc:
         raise HandsegError(
-            f"{path}: the weights do not fit the stored architecture ({str(exc).splitlines()[0][:200]})"
+            f"{path}: the weights do not fit the stored architecture ({_first_line(exc)})"
         ) from None
     model.eval()
     meta = {k: v for k, v in obj.items() if k != "state_dict"}

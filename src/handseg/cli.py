@@ -33,7 +33,11 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("-n", type=int, default=100, help="number of images (default 100)")
     p.add_argument(
-        "--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"),
+        "--size",
+        type=int,
+        nargs=2,
+        default=(240, 320),
+        metavar=("H", "W"),
         help="image size, height then width (default 240 320)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -96,19 +100,41 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--images", help="folder of photos")
     d.add_argument("--masks", help="folder of masks (white/bright = hand)")
     d.add_argument("--split", help="reuse an existing split.json instead of drawing a new split")
-    d.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
-                   help="training size, height width (default 720 960)")
-    d.add_argument("--split-fractions", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"),
-                   help="default 0.6 0.2 0.2")
-    d.add_argument("--seed", type=int, help="seed for the split, initialisation and shuffling (default 0)")
+    d.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="training size, height width (default 720 960)",
+    )
+    d.add_argument(
+        "--split-fractions",
+        type=float,
+        nargs=3,
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="default 0.6 0.2 0.2",
+    )
+    d.add_argument(
+        "--seed", type=int, help="seed for the split, initialisation and shuffling (default 0)"
+    )
     d.add_argument("--classes", nargs=2, metavar=("BACKGROUND", "HAND"), help="class names")
-    d.add_argument("--hand-value", type=int, help="mask value that means hand, for masks with several labels")
-    d.add_argument("--no-cache", dest="cache", action="store_false", default=None,
-                   help="do not keep decoded images in memory between epochs")
+    d.add_argument(
+        "--hand-value", type=int, help="mask value that means hand, for masks with several labels"
+    )
+    d.add_argument(
+        "--no-cache",
+        dest="cache",
+        action="store_false",
+        default=None,
+        help="do not keep decoded images in memory between epochs",
+    )
     o = p.add_argument_group("optimisation")
     o.add_argument("--preset", choices=sorted(PRESETS), help="option set (default seed)")
-    o.add_argument("--backbone-weights", metavar="W",
-                   help="auto | imagenet | none | PATH to a torchvision ResNet-18 state dict (default auto)")
+    o.add_argument(
+        "--backbone-weights",
+        metavar="W",
+        help="auto | imagenet | none | PATH to a torchvision ResNet-18 state dict (default auto)",
+    )
     o.add_argument("--class-weighting", choices=["median-frequency", "none"])
     o.add_argument("--optimizer", choices=["sgd", "adamw"])
     o.add_argument("--lr", type=float, help="initial learning rate of the backbone")
@@ -121,15 +147,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--warmup-epochs", type=int)
     o.add_argument("--epochs", type=int, help="maximum epochs")
     o.add_argument("--batch-size", type=int, help="mini-batch size per device")
-    o.add_argument("--patience", type=int, help="stop after N validations without improvement (0 = off)")
+    o.add_argument(
+        "--patience", type=int, help="stop after N validations without improvement (0 = off)"
+    )
     o.add_argument("--max-steps", type=int, help="stop after N iterations (quick checks)")
     a = p.add_argument_group("augmentation")
-    a.add_argument("--augment", nargs="+", metavar="NAME",
-                   help="seed (flip + translate 10 px), flip, translate, scale-rotate, color, "
-                   "blur-noise, background, none")
-    a.add_argument("--backgrounds", metavar="DIR", help="your own background photos for --augment background")
+    a.add_argument(
+        "--augment",
+        nargs="+",
+        metavar="NAME",
+        help="seed (flip + translate 10 px), flip, translate, scale-rotate, color, "
+        "blur-noise, background, none",
+    )
+    a.add_argument(
+        "--backgrounds", metavar="DIR", help="your own background photos for --augment background"
+    )
     a.add_argument("--background-prob", type=float, help="probability of a new background")
-    a.add_argument("--synthetic-fraction", type=float, help="share of synthetic hands mixed into training")
+    a.add_argument(
+        "--synthetic-fraction", type=float, help="share of synthetic hands mixed into training"
+    )
     h = p.add_argument_group("hardware")
     h.add_argument("--device", help="auto | cpu | gpu | cuda | mps")
     h.add_argument("--devices", type=int, help="devices (processes) per node")
@@ -139,9 +175,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--precision", help="auto | 32 | bf16-mixed | 16-mixed")
     p.add_argument("--out", help="run folder (default runs/run)")
     p.add_argument("--config", help="YAML file of options (flags override it)")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run from RUN/checkpoints/last.ckpt")
-    p.add_argument("--no-test", dest="evaluate_test", action="store_false", default=None,
-                   help="skip the test-split evaluation at the end")
+    p.add_argument(
+        "--resume", metavar="RUN", help="continue an interrupted run from RUN/checkpoints/last.ckpt"
+    )
+    p.add_argument(
+        "--no-test",
+        dest="evaluate_test",
+        action="store_false",
+        default=None,
+        help="skip the test-split evaluation at the end",
+    )
     p.set_defaults(func=_run_train)
 
 
@@ -158,7 +201,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from handseg.config import resolve_config
-    from handseg.train import train
+    from handseg.train import is_rank_zero, train
 
     overrides = {k: getattr(args, k, None) for k in _TRAIN_KEYS}
     config_file = args.config
@@ -171,7 +214,8 @@ def _run_train(args: argparse.Namespace) -> int:
         overrides["out"] = str(run)
     cfg = resolve_config(overrides, config_file)
     run = train(cfg, resume=bool(args.resume))
-    print(f"run folder: {run}  (model: {run / 'model.pt'})")
+    if is_rank_zero():  # under DDP every process returns here; one reports
+        print(f"run folder: {run}  (model: {run / 'model.pt'})")
     return 0
 
 
@@ -370,6 +414,108 @@ def _run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    from handseg.demo import DEMO_DEFAULTS
+
+    n, (h, w), e = DEMO_DEFAULTS["n"], DEMO_DEFAULTS["size"], DEMO_DEFAULTS["epochs"]
+    p = sub.add_parser(
+        "demo",
+        help="synthetic data -> trained model -> HTML report, in one command",
+        description="Generate the built-in synthetic hand photos, train the scratch preset at "
+        "a small size, evaluate the test split and write DIR/report.html (open it in a "
+        "browser), DIR/run (the training run), DIR/overlays and DIR/data. The defaults take "
+        "a few minutes on two CPU cores.",
+    )
+    p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+    p.add_argument("--n", type=int, default=n, help=f"synthetic photos (default {n})")
+    p.add_argument(
+        "--size", type=int, nargs=2, default=(h, w), metavar=("H", "W"),
+        help=f"photo and training size, height width (default {h} {w})",
+    )  # fmt: skip
+    p.add_argument("--epochs", type=int, default=e, help=f"training epochs (default {e})")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from handseg.demo import run_demo
+
+    run_demo(
+        args.out, n=args.n, size=tuple(args.size), epochs=args.epochs, seed=args.seed,
+        device=args.device,
+    )  # fmt: skip
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write an HTML report of a training run",
+        description="Write RUN/report.html: what was trained, the headline test metrics, the "
+        "training-progress plot, the data-set and class metric tables, the normalised "
+        "confusion matrix and the comparison figure of every test image (worst first), each "
+        "explained in plain words. Pictures go beside it in report-files/.",
+        epilog="Example: handseg report runs/r1 && open runs/r1/report.html",
+    )
+    p.add_argument("run", metavar="RUN", help="training run folder (handseg train --out)")
+    p.add_argument("--out", metavar="FILE", help="HTML file to write (default RUN/report.html)")
+    p.add_argument("--embed", action="store_true",
+                   help="put the pictures inside the HTML file (one file to share)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from handseg.report import write_report
+
+    path = write_report(args.run, args.out, embed=args.embed, device=args.device, progress=True)
+    print(path)
+    return 0
+
+
+def _add_baseline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "baseline",
+        help="a classical baseline to measure against: skin colour (YCrCb) + morphology",
+        description="Segment every photo of --images with skin-colour thresholds (Cr, Cb in "
+        "OpenCV's YCrCb), opening, closing, hole filling and the largest component(s), and "
+        "write OUT/<stem>_mask.png (0/255) for 'handseg evaluate --pred-masks OUT --masks GT'.",
+        epilog="Example: handseg baseline skin --images photos --out skin_masks && handseg "
+        "evaluate --pred-masks skin_masks --masks masks",
+    )
+    p.add_argument("method", choices=["skin"], help="baseline to run (skin)")
+    p.add_argument("--images", required=True, help="folder of photos")
+    p.add_argument("--out", required=True, help="folder for the masks (created)")
+    p.add_argument("--cr", type=float, nargs=2, default=(133, 173), metavar=("LO", "HI"),
+                   help="Cr range of skin (default 133 173)")  # fmt: skip
+    p.add_argument("--cb", type=float, nargs=2, default=(77, 127), metavar=("LO", "HI"),
+                   help="Cb range of skin (default 77 127)")  # fmt: skip
+    p.add_argument("--open-radius", type=int, metavar="PX",
+                   help="opening disk radius (default 0.3%% of the image diagonal; 0 = off)")  # fmt: skip
+    p.add_argument("--close-radius", type=int, metavar="PX",
+                   help="closing disk radius (default 1%% of the image diagonal; 0 = off)")  # fmt: skip
+    p.add_argument("--no-fill-holes", dest="fill_holes", action="store_false",
+                   help="do not fill holes enclosed by skin")  # fmt: skip
+    p.add_argument("--min-area", type=float, default=0.002, metavar="FRAC",
+                   help="smallest component kept, as a fraction of the image (default 0.002)")  # fmt: skip
+    p.add_argument("--keep", type=int, default=1, metavar="N",
+                   help="keep the N largest components (0 = all; default 1)")  # fmt: skip
+    p.set_defaults(func=_run_baseline)
+
+
+def _run_baseline(args: argparse.Namespace) -> int:
+    from handseg.baseline import run_skin_baseline
+
+    written = run_skin_baseline(
+        args.images, args.out, cr=tuple(args.cr), cb=tuple(args.cb),
+        open_radius=args.open_radius, close_radius=args.close_radius,
+        fill_holes=args.fill_holes, min_area=args.min_area, keep=args.keep,
+    )  # fmt: skip
+    print(f"wrote {len(written)} skin-baseline masks to {args.out}")
+    return 0
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth,
     _add_inspect,
@@ -377,6 +523,9 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_evaluate,
     _add_predict,
     _add_compare,
+    _add_report,
+    _add_demo,
+    _add_baseline,
 ]
 
 

@@ -32,7 +32,14 @@ from handseg.device import accelerator, training_precision
 from handseg.errors import HandsegError
 from handseg.model import HandSegNet, ModelConfig, resolve_backbone_weights
 
-__all__ = ["train", "param_groups", "SegModule", "build_scheduler", "class_weights_for"]
+__all__ = [
+    "train",
+    "is_rank_zero",
+    "param_groups",
+    "SegModule",
+    "build_scheduler",
+    "class_weights_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +440,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         module = module.to(memory_format=torch.channels_last)
 
     run_info = cfg.to_dict() | {"backbone_weights_used": used, "class_weights": weights}
-    if not resume:
+    if not resume and is_rank_zero():
         save_config(run_info, out / "config.yaml")
 
     history = _History(out)
@@ -534,6 +541,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         log.info("test split (%d images):\n%s", len(split["test"]), format_metrics_tables(test))
         log.info("test split: %s", headline(test))
     return out
+
+
+def is_rank_zero() -> bool:
+    """Before the Trainer exists: is this the global rank 0 process (DDP, torchrun, SLURM)?"""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def _quiet_lightning() -> None:
