@@ -315,6 +315,21 @@ def register_augmentation(name: str, factory: Factory, *, overwrite: bool = Fals
     AUGMENTATIONS[name] = factory
 
 
+# Augmentations that live in other modules: name -> (module, factory), imported on first
+# use so that importing this module stays cheap and free of import cycles. A name given to
+# register_augmentation takes precedence.
+_LAZY: dict[str, tuple[str, str]] = {"background": ("handseg.augment_bg", "background_factory")}
+
+
+def _factory(name: str) -> Factory:
+    if name in AUGMENTATIONS:
+        return AUGMENTATIONS[name]
+    import importlib
+
+    module, attr = _LAZY[name]
+    return getattr(importlib.import_module(module), attr)
+
+
 def build_transform(names: Sequence[str] | str, **options: Any) -> PairedTransform | None:
     """Build the paired transform for augmentation ``names``, applied in the given order.
 
@@ -325,11 +340,11 @@ def build_transform(names: Sequence[str] | str, **options: Any) -> PairedTransfo
     if isinstance(names, str):
         names = [names]
     flat = [n.strip() for item in names for n in str(item).split(",") if n.strip()]
-    unknown = [n for n in flat if n not in AUGMENTATIONS]
+    unknown = [n for n in flat if n not in AUGMENTATIONS and n not in _LAZY]
     if unknown:
         raise HandsegError(
             f"unknown augmentation {', '.join(map(repr, unknown))}; choose from "
-            f"{', '.join(sorted(AUGMENTATIONS))}"
+            f"{', '.join(sorted(set(AUGMENTATIONS) | set(_LAZY)))}"
         )
     if "none" in flat:
         if len(set(flat)) > 1:
@@ -341,7 +356,7 @@ def build_transform(names: Sequence[str] | str, **options: Any) -> PairedTransfo
         for part in _EXPANSIONS[n] if builtin else (n,):
             if part not in expanded:
                 expanded.append(part)
-    steps = [t for n in expanded if (t := AUGMENTATIONS[n](**options)) is not None]
+    steps = [t for n in expanded if (t := _factory(n)(**options)) is not None]
     if not steps:
         return None
     return steps[0] if len(steps) == 1 else Compose(steps)

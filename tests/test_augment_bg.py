@@ -1,0 +1,234 @@
+"""Background compositing (handseg.augment_bg) and the synthetic training set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from handseg.augment_bg import BackgroundComposite, composite
+from handseg.backgrounds import BackgroundSource
+from handseg.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from handseg.errors import HandsegError
+from handseg.transforms import build_transform
+
+H, W = 72, 96
+SKIN = (205, 150, 120)
+OLD_BG = (0, 0, 255)  # pure blue: any trace of it in the composite is visible in blue
+
+
+def _sample() -> tuple[np.ndarray, np.ndarray]:
+    """A skin-coloured hand-like blob (ellipse + finger) on blue, with an ignore strip."""
+    yy, xx = np.mgrid[:H, :W]
+    hand = ((yy - 45) / 16.0) ** 2 + ((xx - 48) / 12.0) ** 2 <= 1
+    hand |= (np.abs(xx - 52) <= 3) & (yy >= 12) & (yy <= 40)
+    image = np.empty((H, W, 3), np.uint8)
+    image[:] = OLD_BG
+    rng = np.random.default_rng(0)
+    texture = rng.integers(-12, 13, (H, W, 1))
+    image[hand] = np.clip(np.array(SKIN) + texture[hand], 0, 255).astype(np.uint8)
+    mask = hand.astype(np.uint8)
+    mask[:, :4] = IGNORE_INDEX  # e.g. the border a translation left behind
+    return image, mask
+
+
+def _solid_folder(tmp_path: Path, color: tuple[int, int, int]) -> Path:
+    folder = tmp_path / "bgs"
+    folder.mkdir()
+    Image.fromarray(np.full((50, 70, 3), color, np.uint8)).save(folder / "wall.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_hand_pixels_and_labels_unchanged():
+    image, mask = _sample()
+    before_image, before_mask = image.copy(), mask.copy()
+    t = BackgroundComposite(p=1.0, arm_prob=0.5)
+    changed = 0
+    for seed in range(8):
+        out, out_mask = t(image, mask, np.random.default_rng(seed))
+        assert out.shape == image.shape and out.dtype == np.uint8
+        assert out_mask is mask  # labels returned as given
+        np.testing.assert_array_equal(out[mask == 1], image[mask == 1])  # bit-identical hand
+        changed += int((out[mask != 1] != image[mask != 1]).any())
+    assert changed == 8  # the background really was replaced every time
+    np.testing.assert_array_equal(image, before_image)  # inputs not modified in place
+    np.testing.assert_array_equal(mask, before_mask)
+
+
+def test_background_never_gets_hand_label():
+    """A sample without hand gets a new background and keeps its all-background mask."""
+    image, _ = _sample()
+    mask = np.zeros((H, W), np.uint8)
+    mask[-3:] = IGNORE_INDEX
+    t = BackgroundComposite(p=1.0, arm_prob=1.0)
+    for seed in range(4):
+        out, out_mask = t(image, mask, np.random.default_rng(seed))
+        assert not (out_mask == 1).any()
+        np.testing.assert_array_equal(out_mask, mask)
+        assert not np.array_equal(out, image)
+
+
+def test_reproducible_for_a_seed():
+    image, mask = _sample()
+    t = BackgroundComposite(p=1.0, arm_prob=0.5, placement_prob=0.5)
+    a = t(image, mask, np.random.default_rng(7))
+    b = t(image, mask, np.random.default_rng(7))
+    c = t(image, mask, np.random.default_rng(8))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_reproducible_through_torch_seed():
+    """Without an explicit generator the draw comes from torch's global RNG."""
+    import torch
+
+    image, mask = _sample()
+    t = BackgroundComposite(p=1.0)
+    torch.manual_seed(3)
+    a, _ = t(image, mask)
+    torch.manual_seed(3)
+    b, _ = t(image, mask)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_probability_zero_is_identity_and_p_is_respected():
+    image, mask = _sample()
+    out, out_mask = BackgroundComposite(p=0.0)(image, mask, np.random.default_rng(0))
+    assert out is image and out_mask is mask
+    t = BackgroundComposite(p=0.5)
+    rng = np.random.default_rng(0)
+    replaced = sum(not np.array_equal(t(image, mask, rng)[0], image) for _ in range(200))
+    assert 70 < replaced < 130
+
+
+def test_user_folder_used_and_no_trace_of_old_background(tmp_path):
+    green = (0, 255, 0)
+    folder = _solid_folder(tmp_path, green)
+    image, mask = _sample()
+    t = build_transform(
+        ["background"], backgrounds=str(folder), background_families=(), background_prob=1.0,
+        arm_prob=0.0,
+    )  # fmt: skip
+    assert isinstance(t, BackgroundComposite)
+    assert len(t.source.files) == 1 and t.source.families == ()
+    out, out_mask = t(image, mask, np.random.default_rng(0))
+    np.testing.assert_array_equal(out_mask, mask)
+    np.testing.assert_array_equal(out[mask == 1], image[mask == 1])
+    from scipy.ndimage import distance_transform_edt
+
+    dist = distance_transform_edt(mask != 1)  # (H, W) pixels from the hand
+    far = dist > 6
+    assert (out[far] == green).all()  # the user's photo, exactly
+    # the feathered ring blends hand colours into green: no blue from the old background
+    ring = (dist > 0) & ~far
+    assert out[ring][:, 2].max() <= max(SKIN[2] + 12, 0)
+    assert (out[ring][:, 1] > 0).all()  # some of the new background everywhere outside
+
+
+def test_feather_zero_gives_a_hard_edge(tmp_path):
+    folder = _solid_folder(tmp_path, (10, 200, 30))
+    image, mask = _sample()
+    t = BackgroundComposite(BackgroundSource(folder, families=()), p=1.0, feather=(0, 0),
+                            arm_prob=0.0)  # fmt: skip
+    out, _ = t(image, mask, np.random.default_rng(1))
+    assert (out[mask != 1] == (10, 200, 30)).all()
+
+
+def test_arm_is_background_and_reaches_the_frame_edge(tmp_path):
+    folder = _solid_folder(tmp_path, (0, 255, 0))
+    image, mask = _sample()
+    t = BackgroundComposite(BackgroundSource(folder, families=()), p=1.0, arm_prob=1.0)
+    for seed in range(4):
+        out, out_mask = t(image, mask, np.random.default_rng(seed))
+        np.testing.assert_array_equal(out_mask, mask)
+        np.testing.assert_array_equal(out[mask == 1], image[mask == 1])
+        painted = (out != (0, 255, 0)).any(axis=2) & (mask != 1)
+        assert painted[-1].any()  # the arm leaves the frame at the bottom
+        assert not painted[:5].any()  # and does not run through the fingers to the top
+
+
+def test_placement_moves_hand_and_labels_new_border_background():
+    image, mask = _sample()
+    mask[:, :4] = 0
+    t = BackgroundComposite(p=1.0, placement_prob=1.0, arm_prob=0.0)
+    moved = 0
+    for seed in range(6):
+        out, out_mask = t(image, mask, np.random.default_rng(seed))
+        assert set(np.unique(out_mask)) <= {0, 1}  # the uncovered border is new background
+        area = int((out_mask == 1).sum())
+        assert 0.4 * (mask == 1).sum() < area < 1.8 * (mask == 1).sum()
+        moved += int(not np.array_equal(out_mask, mask))
+        # hand pixels of the output are skin-coloured, not blue background
+        assert out[out_mask == 1][:, 2].mean() < 160
+    assert moved >= 5
+
+
+def test_composite_function_keeps_hand_exact():
+    image, mask = _sample()
+    hand = mask == 1
+    bg = np.full((H, W, 3), 99, np.float32)
+    out = composite(image, hand, bg, sigma=1.0)
+    np.testing.assert_array_equal(out[hand], image[hand])
+    assert out.dtype == np.uint8 and out.shape == (H, W, 3)
+
+
+def test_registered_name_and_bad_options(tmp_path):
+    t = build_transform(["seed", "background", "color"], background_prob=0.7)
+    assert any(isinstance(s, BackgroundComposite) and s.p == 0.7 for s in t.transforms)
+    with pytest.raises(HandsegError, match="within 0..1"):
+        BackgroundComposite(p=1.5)
+    with pytest.raises(HandsegError, match="does not exist"):
+        build_transform(["background"], backgrounds=str(tmp_path / "missing"))
+
+
+def test_extra_photometric_augmentations_exist():
+    """Colour temperature and JPEG come from handseg.transforms; check they run paired."""
+    image, mask = _sample()
+    t = build_transform(["color", "blur-noise"], p_jpeg=1.0, temperature=0.3)
+    out, out_mask = t(image, mask, np.random.default_rng(0))
+    assert out.shape == image.shape and out_mask is mask
+
+
+# --- SyntheticDataset ---------------------------------------------------------------------
+
+
+def test_synthetic_dataset_shapes_and_determinism():
+    import torch
+
+    from handseg.synthetic import SyntheticDataset, render_sample
+
+    ds = SyntheticDataset(3, (48, 64), seed=5)
+    assert len(ds) == 3
+    x, y = ds[1]
+    assert x.shape == (3, 48, 64) and x.dtype == torch.float32
+    assert y.shape == (48, 64) and y.dtype == torch.int64
+    assert set(torch.unique(y).tolist()) <= {0, 1} and (y == 1).any()
+    image, mask = render_sample(np.random.default_rng([5, 1]), (48, 64))
+    back = (
+        x.numpy().transpose(1, 2, 0) * np.array(IMAGENET_STD) * 255 + np.array(IMAGENET_MEAN) * 255
+    )
+    np.testing.assert_allclose(back, image, atol=1e-3)
+    np.testing.assert_array_equal(y.numpy(), mask)
+    x2, y2 = SyntheticDataset(3, (48, 64), seed=5)[1]
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    x3, _ = SyntheticDataset(3, (48, 64), seed=6)[1]
+    assert not torch.equal(x, x3)
+    with pytest.raises(IndexError):
+        ds[3]
+    with pytest.raises(HandsegError):
+        SyntheticDataset(0, (48, 64))
+
+
+def test_synthetic_dataset_concat_with_transform():
+    import torch
+
+    from handseg.synthetic import SyntheticDataset
+
+    t = BackgroundComposite(p=1.0)
+    ds = torch.utils.data.ConcatDataset([SyntheticDataset(2, (32, 48), 0, transform=t)])
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch[0].shape == (2, 3, 32, 48) and batch[1].shape == (2, 32, 48)
