@@ -103,20 +103,34 @@ class Predictor:
         device: str = "cpu",
         channels_last: bool = True,
         threads: int | None = None,
+        runtime: str = "auto",
+        precision: str = "auto",
+        scale: float = 1.0,
     ):
+        """``model``: a ``torch.nn.Module`` or an exported :class:`handseg.export.OnnxModel`.
+        ``runtime`` (auto | torch | onnx), ``precision`` (auto | fp32 | bf16 | int8),
+        ``threads`` and ``scale`` (network resolution factor) pick the inference path; see
+        :mod:`handseg.runtime`."""
         self.meta = meta
         self.classes = tuple(meta.get("classes", ("background", "hand")))
         norm = meta.get("normalization", {})
         self.mean = np.asarray(norm.get("mean", (0.485, 0.456, 0.406)), np.float32)
         self.std = np.asarray(norm.get("std", (0.229, 0.224, 0.225)), np.float32)
         self.input_size = tuple(int(v) for v in meta.get("input_size", (720, 960)))
+        if device == "auto" and not isinstance(model, torch.nn.Module):
+            device = "cpu"  # an ONNX file runs on onnxruntime's CPU provider
         self.device = torch.device(_pick_device(device))
-        if threads:
-            torch.set_num_threads(threads)
-        self.model = model.to(self.device).eval()
         self.channels_last = channels_last and self.device.type == "cpu"
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        from handseg.runtime import make_backend
+
+        if isinstance(model, torch.nn.Module):
+            model = model.to(self.device).eval()
+        # the one place the network runs (PyTorch or onnxruntime, fp32 / bf16 / int8)
+        self.backend = make_backend(
+            model, meta, runtime, precision, threads,
+            device=self.device, channels_last=channels_last, scale=scale,
+        )  # fmt: skip
+        self.model = self.backend.model  # the PyTorch network; None for an ONNX file
 
     # -- sizes ------------------------------------------------------------------------------
     def working_size(self, h: int, w: int) -> tuple[int, int]:
@@ -140,11 +154,7 @@ class Predictor:
     # -- network ----------------------------------------------------------------------------
     def _logits(self, batch: np.ndarray) -> np.ndarray:
         """(B, 3, h, w) float32 -> (B, C, h, w) float32 logits."""
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            return self.model(x).float().cpu().numpy()
+        return self.backend(batch)
 
     @staticmethod
     def _to_mask(logits: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
@@ -201,12 +211,18 @@ def _pick_device(device: str) -> str:
 
 
 def load_model(path: str | Path, *, device: str = "cpu", **kwargs: Any) -> Predictor:
-    """Load ``RUN/model.pt`` (or ``RUN``) and return a :class:`Predictor`.
+    """Load ``RUN/model.pt`` (or ``RUN``, or a ``model.onnx`` from ``handseg export``) and
+    return a :class:`Predictor`; ``kwargs`` go to it (runtime, precision, threads, scale).
 
     >>> model = handseg.load_model("runs/demo/model.pt")
     >>> mask = model.predict("photo.jpg")   # (H, W) uint8, 1 = hand
     """
-    model, meta = read_model_file(path)
+    if Path(path).suffix.lower() == ".onnx":  # an export from 'handseg export'
+        from handseg.export import read_onnx_file
+
+        model, meta = read_onnx_file(path)
+    else:
+        model, meta = read_model_file(path)
     return Predictor(model, meta, device=device, **kwargs)
 
 
