@@ -66,7 +66,7 @@ _WOOD_ANCHORS = np.array(
 )
 
 
-_KNOB = np.array((200, 180, 90), np.float32)
+_KNOB = np.array((200, 180, 90), np.float32)  # brass door knob (RGB)
 
 
 # --- colours and fields ------------------------------------------------------------------
@@ -260,13 +260,11 @@ def _ellipse_pts(cx: float, cy: float, ax: float, ay: float, angle_deg: float) -
 def _capsule_pts(p0: np.ndarray, p1: np.ndarray, r0: float, r1: float) -> np.ndarray:
     """Outline of a tapered capsule between p0 and p1 with end radii r0, r1; (N, 2)."""
     d = p1 - p0
-    length = float(np.hypot(*d)) + 1e-6
     a = np.arctan2(d[1], d[0])
     t1 = np.linspace(-np.pi / 2, np.pi / 2, 9, dtype=np.float32) + a
     t0 = np.linspace(np.pi / 2, 3 * np.pi / 2, 9, dtype=np.float32) + a
     end1 = p1 + r1 * np.stack([np.cos(t1), np.sin(t1)], axis=1)
     end0 = p0 + r0 * np.stack([np.cos(t0), np.sin(t0)], axis=1)
-    del length
     return np.concatenate([end1, end0]).astype(np.float32)
 
 
@@ -310,12 +308,12 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     b = np.clip(a + rng.normal(0, 60, size=3), 0, 255).astype(np.float32)
     y, x = _coords(h, w)
     if kind == 0:  # fractal noise: stone, plaster, camouflage
-        n = _fractal_noise(rng, h, w, rng.uniform(4, max(h, w) / 3), octaves=4)
+        n = _fractal_noise(rng, h, w, rng.uniform(4, max(h, w, 24) / 3), octaves=4)
         t = np.clip(0.5 + rng.uniform(0.3, 0.9) * n, 0, 1)
         return _lerp(a, b, t)
     if kind == 1:  # stripes, warped or straight
         ang = rng.uniform(0, np.pi)
-        period = rng.uniform(4, max(h, w) / 4)
+        period = rng.uniform(4, max(h, w, 32) / 4)
         warp = rng.uniform(0, 3) * _smooth_noise(rng, h, w, max(h, w) / 3)
         phase = (np.cos(ang) * x + np.sin(ang) * y) / period * 2 * np.pi + warp
         t = 0.5 + 0.5 * np.sin(phase)
@@ -323,7 +321,7 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
             t = (t > 0.5).astype(np.float32)
         return _lerp(a, b, t)
     if kind == 2:  # tiles with grout
-        tw = rng.uniform(8, max(h, w) / 3)
+        tw = rng.uniform(8, max(h, w, 48) / 3)
         th = tw * rng.uniform(0.5, 2.0)
         ix = np.floor(x / tw).astype(np.int32)
         iy = np.floor(y / th).astype(np.int32)

@@ -30,10 +30,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from handseg.backgrounds import FAMILIES, _render_float, random_skin_tone
+from handseg.backgrounds import FAMILIES, BackgroundSource, _render_float, random_skin_tone
 from handseg.errors import HandsegError
 
-__all__ = ["HAND_SHAPES", "SyntheticDataset", "make_synthetic", "render_hand", "render_sample"]
+__all__ = ["HAND_SHAPES", "make_synthetic", "render_hand", "render_sample"]
 
 # Finger states: E extended, B bent (two segments at an angle), C curled (an arc),
 # F folded over the palm. Thumb states: out, up, side, across, pinch.
@@ -259,10 +259,10 @@ def _hand_parts(rng: np.random.Generator, shape: str, palm_side: bool) -> tuple[
         lengths = [float(np.hypot(*(pts[i + 1] - pts[i]))) for i in range(3)]
     else:
         angles, lengths = {
-            "out": ([0.75, 0.65, 0.5], [0.42, 0.33, 0.3]),
-            "up": ([0.3, 0.08, 0.02], [0.45, 0.35, 0.3]),
-            "side": ([0.35, 0.15, 0.08], [0.4, 0.3, 0.26]),
-            "across": ([0.45, -1.2, -1.65], [0.34, 0.32, 0.3]),
+            "out": ([0.75, 0.65, 0.5], [0.38, 0.3, 0.27]),
+            "up": ([0.3, 0.08, 0.02], [0.42, 0.33, 0.28]),
+            "side": ([0.35, 0.15, 0.08], [0.38, 0.28, 0.24]),
+            "across": ([0.45, -1.2, -1.65], [0.34, 0.3, 0.28]),
             "pinch": ([0.55, 0.1, -0.4], [0.4, 0.33, 0.28]),
         }[thumb_state]
         angles = [x + rng.normal(0, 0.06) for x in angles]
@@ -335,7 +335,7 @@ def _grid(box: tuple[slice, slice]) -> tuple[np.ndarray, np.ndarray]:
 
 def _box_blur(x: np.ndarray, k: int) -> np.ndarray:
     """Two box blurs (about a Gaussian of sigma ~ k/2.5)."""
-    if k < 2:
+    if k < 2 or x.size == 0:
         return x
     return cv2.blur(cv2.blur(x, (k, k)), (k, k))
 
@@ -398,8 +398,11 @@ def _choose_pose(
             np.float32,
         )
         pose = _Pose(mirror, angle, scale, t)
-        wrist = pose(np.array([[0.0, 0.1]], np.float32))[0]
-        pose.t = pose.t + np.clip(wrist, 2.0, [w - 3.0, h - 3.0]) - wrist  # arm enters frame
+        # the wrist must be inside the frame so that the arm enters it: points just below
+        # and above the cuff, so the cuff between them is inside too
+        for y in (-0.1, 0.3):
+            q = pose(np.array([[0.0, y]], np.float32))[0]
+            pose.t = pose.t + np.clip(q, 2.0, [w - 3.0, h - 3.0]) - q
         px = pose(pts)
         inside = (px[:, 0] >= 0) & (px[:, 0] < w) & (px[:, 1] >= 0) & (px[:, 1] < h)
         if inside.mean() >= 0.85:
@@ -475,7 +478,7 @@ def _draw_hand(
 
     alpha = cover[hb].astype(np.float32) * (1.0 / 255.0)
     rim = 0.8 + 0.2 * np.minimum(_box_blur(alpha, max(1, int(scale * 0.08))) * 1.6, 1.0)
-    tex = 1.0 + 0.035 * _smooth(rng, bh, bw, max(2.0, scale * 0.15))
+    tex = 1.0 + 0.025 * _smooth(rng, bh, bw, max(2.0, scale * 0.15))
     tex += 0.02 * rng.standard_normal((bh, bw), dtype=np.float32)
     hand_rgb = skin * (shade * light(ys, xs) * rim * tex)[:, :, None]
 
@@ -543,7 +546,9 @@ def _draw_hand(
             cv2.LINE_AA,
             shift=4,
         )
-        a_shade = cv2.GaussianBlur(arm_tone[ab].astype(np.float32) * (1.0 / _TONE_ONE), (3, 3), 0)
+        a_shade = arm_tone[ab].astype(np.float32) * (1.0 / _TONE_ONE)
+        if a_shade.size:
+            a_shade = cv2.GaussianBlur(a_shade, (3, 3), 0)
         fabric = 1.0 + 0.05 * _smooth(rng, a_shade.shape[0], a_shade.shape[1], scale * 0.3)
         arm_rgb = _sleeve_color(rng) * (a_shade * light(ays, axs) * fabric)[:, :, None]
 
@@ -618,25 +623,33 @@ def render_hand(
 
 
 def render_sample(
-    rng: np.random.Generator, size: tuple[int, int] = (240, 320)
+    rng: np.random.Generator,
+    size: tuple[int, int] = (240, 320),
+    *,
+    backgrounds: BackgroundSource | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one synthetic photo and its mask.
 
     Args:
         rng: the random generator (same state, same sample).
         size: (H, W) in pixels (at least 16 x 16).
+        backgrounds: where backgrounds come from (for example the user's own photos);
+            None = the built-in generators, a quarter of them the ``skin`` family.
 
     Returns:
         ``(image, mask)``: image (H, W, 3) uint8 RGB; mask (H, W) uint8 {0 = background,
         1 = hand}. Sleeves and forearms are background.
     """
     h, w = _check_size(size)
-    if rng.uniform() < _SKIN_BG_PROB:
-        family = "skin"
+    if backgrounds is not None:
+        img = backgrounds.sample(rng, (h, w)).astype(np.float32)
     else:
-        others = [f for f in FAMILIES if f != "skin"]
-        family = others[int(rng.integers(len(others)))]
-    img = _render_float(rng, h, w, family)  # (H, W, 3) float32, no noise yet
+        if rng.uniform() < _SKIN_BG_PROB:
+            family = "skin"
+        else:
+            others = [f for f in FAMILIES if f != "skin"]
+            family = others[int(rng.integers(len(others)))]
+        img = _render_float(rng, h, w, family)  # (H, W, 3) float32, no noise yet
     hand = _draw_hand(rng, (h, w), None, None)
 
     if not hand.arm_in_front:
@@ -705,79 +718,3 @@ def make_synthetic(
         Image.fromarray(image, "RGB").save(images / f"{stem}.png", compress_level=4)
         Image.fromarray(mask * np.uint8(255), "L").save(masks / f"{stem}_mask.png")
     return out
-
-
-class SyntheticDataset:
-    """``n`` synthetic samples as training tensors, like :class:`handseg.data.SegDataset`.
-
-    Sample ``i`` is ``render_sample(np.random.default_rng([seed, i]), size)``, the same
-    image :func:`make_synthetic` writes as ``synth_<i>``, so the set is deterministic and
-    independent of worker processes. ``__getitem__(i)`` returns ``image`` float32
-    (3, H, W) normalised with ImageNet mean/std and ``mask`` int64 (H, W) in {0, 1} (or
-    ``IGNORE_INDEX`` where ``transform`` moved pixels out of the frame).
-
-    A map-style dataset (``__len__`` and ``__getitem__``), usable with ``DataLoader`` and
-    ``ConcatDataset`` without importing torch when this module is imported.
-
-    Args:
-        n: number of samples (>= 1).
-        size: (H, W) in pixels (at least 16 x 16).
-        seed: non-negative random seed.
-        transform: optional paired transform ``t(image_uint8, mask_uint8)`` applied after
-            rendering (see :mod:`handseg.transforms`).
-        cache: keep rendered samples in memory (before the transform).
-    """
-
-    def __init__(
-        self,
-        n: int,
-        size: tuple[int, int] = (240, 320),
-        seed: int = 0,
-        transform=None,
-        *,
-        cache: bool = True,
-    ) -> None:
-        if n < 1:
-            raise HandsegError(f"number of synthetic images must be at least 1, got {n}")
-        if seed < 0:
-            raise HandsegError(f"seed must be non-negative, got {seed}")
-        self.n = int(n)
-        self.size = _check_size(size)
-        self.seed = int(seed)
-        self.transform = transform
-        self.cache = cache
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __repr__(self) -> str:
-        return f"SyntheticDataset(n={self.n}, size={self.size}, seed={self.seed})"
-
-    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sample ``i`` without transform: image (H, W, 3) uint8, mask (H, W) uint8 {0, 1}."""
-        if not 0 <= i < self.n:
-            raise IndexError(f"synthetic sample {i} out of range 0..{self.n - 1}")
-        if i in self._cache:
-            return self._cache[i]
-        image, mask = render_sample(np.random.default_rng([self.seed, i]), self.size)
-        if self.cache:
-            image.setflags(write=False)
-            mask.setflags(write=False)
-            self._cache[i] = (image, mask)
-        return image, mask
-
-    def __getitem__(self, i: int):
-        import torch
-
-        from handseg.data import IMAGENET_MEAN, IMAGENET_STD
-
-        image, mask = self.load(int(i))
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
-        inv_std = 1.0 / (np.asarray(IMAGENET_STD, np.float32) * 255.0)
-        x = (np.asarray(image, np.float32) - mean) * inv_std  # (H, W, 3)
-        x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))  # (3, H, W)
-        y = torch.from_numpy(np.asarray(mask).astype(np.int64))  # (H, W)
-        return x, y
