@@ -33,7 +33,7 @@ import numpy as np
 from handseg.backgrounds import FAMILIES, BackgroundSource, _render_float, random_skin_tone
 from handseg.errors import HandsegError
 
-__all__ = ["HAND_SHAPES", "make_synthetic", "render_hand", "render_sample"]
+__all__ = ["HAND_SHAPES", "SyntheticDataset", "make_synthetic", "render_hand", "render_sample"]
 
 # Finger states: E extended, B bent (two segments at an angle), C curled (an arc),
 # F folded over the palm. Thumb states: out, up, side, across, pinch.
@@ -718,3 +718,79 @@ def make_synthetic(
         Image.fromarray(image, "RGB").save(images / f"{stem}.png", compress_level=4)
         Image.fromarray(mask * np.uint8(255), "L").save(masks / f"{stem}_mask.png")
     return out
+
+
+class SyntheticDataset:
+    """``n`` synthetic samples as training tensors, like :class:`handseg.data.SegDataset`.
+
+    Sample ``i`` is ``render_sample(np.random.default_rng([seed, i]), size)``, the same
+    image :func:`make_synthetic` writes as ``synth_<i>``, so the set is deterministic and
+    independent of worker processes. ``__getitem__(i)`` returns ``image`` float32
+    (3, H, W) normalised with ImageNet mean/std and ``mask`` int64 (H, W) in {0, 1} (or
+    ``IGNORE_INDEX`` where ``transform`` moved pixels out of the frame).
+
+    A map-style dataset (``__len__`` and ``__getitem__``), usable with ``DataLoader`` and
+    ``ConcatDataset`` without importing torch when this module is imported.
+
+    Args:
+        n: number of samples (>= 1).
+        size: (H, W) in pixels (at least 16 x 16).
+        seed: non-negative random seed.
+        transform: optional paired transform ``t(image_uint8, mask_uint8)`` applied after
+            rendering (see :mod:`handseg.transforms`).
+        cache: keep rendered samples in memory (before the transform).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        size: tuple[int, int] = (240, 320),
+        seed: int = 0,
+        transform=None,
+        *,
+        cache: bool = True,
+    ) -> None:
+        if n < 1:
+            raise HandsegError(f"number of synthetic images must be at least 1, got {n}")
+        if seed < 0:
+            raise HandsegError(f"seed must be non-negative, got {seed}")
+        self.n = int(n)
+        self.size = _check_size(size)
+        self.seed = int(seed)
+        self.transform = transform
+        self.cache = cache
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __repr__(self) -> str:
+        return f"SyntheticDataset(n={self.n}, size={self.size}, seed={self.seed})"
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample ``i`` without transform: image (H, W, 3) uint8, mask (H, W) uint8 {0, 1}."""
+        if not 0 <= i < self.n:
+            raise IndexError(f"synthetic sample {i} out of range 0..{self.n - 1}")
+        if i in self._cache:
+            return self._cache[i]
+        image, mask = render_sample(np.random.default_rng([self.seed, i]), self.size)
+        if self.cache:
+            image.setflags(write=False)
+            mask.setflags(write=False)
+            self._cache[i] = (image, mask)
+        return image, mask
+
+    def __getitem__(self, i: int):
+        import torch
+
+        from handseg.data import IMAGENET_MEAN, IMAGENET_STD
+
+        image, mask = self.load(int(i))
+        if self.transform is not None:
+            image, mask = self.transform(image, mask)
+        mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
+        inv_std = 1.0 / (np.asarray(IMAGENET_STD, np.float32) * 255.0)
+        x = (np.asarray(image, np.float32) - mean) * inv_std  # (H, W, 3)
+        x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))  # (3, H, W)
+        y = torch.from_numpy(np.asarray(mask).astype(np.int64))  # (H, W)
+        return x, y
