@@ -253,6 +253,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for metrics.json, per-image.csv, confusion.png")
     p.add_argument("--hand-value", metavar="V", help="ground-truth mask value that means hand")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    _add_runtime_options(p)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -293,7 +294,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
             run = Path(model).parent
         if hand_value is None and run is not None:
             hand_value = _run_hand_value(run)
-        predictor = load_model(model, device=args.device)
+        predictor = load_model(model, device=args.device, **_runtime_kwargs(args))
         if args.split:
             result = evaluate_split(
                 predictor, run, args.split, images_dir=args.images, masks_dir=args.masks,
@@ -347,6 +348,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--batch-size", type=int, default=4, help="images per network call (default 4)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    _add_runtime_options(p)
     p.add_argument("--no-overlay", dest="overlay", action="store_false",
                    help="write only the masks, no overlay images")  # fmt: skip
     p.set_defaults(func=_run_predict)
@@ -357,7 +359,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise HandsegError(f"--batch-size must be at least 1, got {args.batch_size}")
-    predictor = load_model(args.model, device=args.device)
+    predictor = load_model(args.model, device=args.device, **_runtime_kwargs(args))
     records = predict_inputs(
         predictor, args.inputs, args.out, batch_size=args.batch_size, overlay=args.overlay
     )
@@ -394,6 +396,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
                    help="colour false hand green and missed hand magenta")  # fmt: skip
     p.add_argument("--hand-value", metavar="V", help="ground-truth mask value that means hand")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    _add_runtime_options(p)
     p.set_defaults(func=_run_compare)
 
 
@@ -401,7 +404,7 @@ def _run_compare(args: argparse.Namespace) -> int:
     from handseg.evaluate import compare
     from handseg.predict import load_model
 
-    predictor = load_model(args.model, device=args.device)
+    predictor = load_model(args.model, device=args.device, **_runtime_kwargs(args))
     r = compare(
         predictor, args.image, args.mask, args.out,
         split_errors=args.split_errors, hand_value=args.hand_value,
@@ -516,6 +519,67 @@ def _run_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- inference options (predict, evaluate, compare) ------------------------------------
+
+
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inference speed (see handseg.runtime)")
+    g.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                   help="PyTorch or onnxruntime (default auto: the measured fastest)")  # fmt: skip
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+                   help="bf16 needs a CPU with avx512_bf16/AMX, int8 runs on onnxruntime; "
+                   "unsupported choices fall back to fp32 with a warning (default auto)")  # fmt: skip
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the network (default: the library's choice)")  # fmt: skip
+    g.add_argument("--scale", type=float, default=1.0, metavar="F",
+                   help="run the network at F x the model's input size (e.g. 0.5: about 4x "
+                   "faster, coarser edges; default 1)")  # fmt: skip
+
+
+def _runtime_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "runtime": args.runtime,
+        "precision": args.precision,
+        "threads": args.threads,
+        "scale": args.scale,
+    }
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a trained model to ONNX (dynamic batch, height and width)",
+        description="Write a self-describing ONNX file: input 'image' (B, 3, H, W) normalised "
+        "float32, output 'logits' (B, C, H, W); classes, normalisation and input size are in "
+        "its metadata, so handseg predict/evaluate --model model.onnx work on it. The export "
+        "is checked against the PyTorch model on random inputs of several sizes (mask "
+        "agreement >= 99.9 %%) before it is written.",
+        epilog="Example: handseg export --model runs/r1/model.pt --out model.onnx",
+    )
+    p.add_argument("--model", required=True, help="model file (RUN/model.pt)")
+    p.add_argument("--out", required=True, help="ONNX file to write (.onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--checks", type=int, default=3, metavar="N",
+                   help="random inputs for the parity check (default 3)")  # fmt: skip
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip the parity check against PyTorch")  # fmt: skip
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from handseg.export import export_onnx
+
+    r = export_onnx(args.model, args.out, opset=args.opset, check=args.check,
+                    n_checks=args.checks)  # fmt: skip
+    if r["checks"]:
+        print(
+            f"parity with PyTorch on {len(r['checks'])} inputs: max |logit difference| "
+            f"{r['max_abs_diff']:.3g}, mask agreement >= {100 * r['min_mask_agreement']:.3f} %"
+        )
+    print(f"wrote {r['path']} ({r['size_mb']} MB, opset {r['opset']})")
+    return 0
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth,
     _add_inspect,
@@ -526,6 +590,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_report,
     _add_demo,
     _add_baseline,
+    _add_export,
 ]
 
 
