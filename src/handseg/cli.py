@@ -122,11 +122,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--hand-value", type=int, help="mask value that means hand, for masks with several labels"
     )
     d.add_argument(
-        "--no-cache",
-        dest="cache",
-        action="store_false",
+        "--cache",
+        action=argparse.BooleanOptionalAction,
         default=None,
-        help="do not keep decoded images in memory between epochs",
+        help="keep decoded, resized images in memory between epochs (faster epochs; memory "
+        "grows with the data set, so leave it off for large sets; default off)",
     )
     o = p.add_argument_group("optimisation")
     o.add_argument("--preset", choices=sorted(PRESETS), help="option set (default seed)")

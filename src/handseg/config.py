@@ -31,7 +31,9 @@ class TrainConfig:
     seed: int = 0
     classes: tuple[str, str] = ("background", "hand")
     hand_value: int | None = None
-    cache: bool = True  # keep decoded, resized images in memory between epochs
+    cache: bool = (
+        False  # keep decoded, resized images in memory between epochs (memory grows with the data)
+    )
     # network
     preset: str = "seed"
     backbone_weights: str = "auto"  # auto | imagenet | none | PATH

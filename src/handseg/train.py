@@ -301,6 +301,23 @@ class _History(_lightning().Callback):
         self._t0 = time.perf_counter()
 
 
+class _EpochSeed(_lightning().Callback):
+    """Reseed every random generator at the start of each epoch from (seed, epoch).
+
+    Shuffling and augmentation of epoch k then depend only on the seed and k, not on what
+    ran before, so a run resumed from a checkpoint repeats exactly the epochs an
+    uninterrupted run would have made (the checkpoint restores weights, optimiser,
+    scheduler, early-stopping state and history)."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        from lightning.fabric.utilities.seed import seed_everything
+
+        seed_everything(self.seed * 1000 + trainer.current_epoch, workers=True, verbose=False)
+
+
 # --- the run -----------------------------------------------------------------------------
 
 
@@ -453,7 +470,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         save_last=True,
         enable_version_counter=False,
     )
-    callbacks = [checkpoint, history]
+    callbacks = [checkpoint, history, _EpochSeed(cfg.seed)]
     if cfg.patience > 0:
         callbacks.append(
             EarlyStopping(
