@@ -340,7 +340,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         "clip.mp4 --out predictions",
     )
     p.add_argument(
-        "inputs", nargs="+", metavar="INPUT",
+        "inputs", nargs="*", metavar="INPUT",
         help="image or video files, folders, glob patterns (quote a pattern to let handseg "
         "expand it, e.g. 'data/**/*.png')",
     )  # fmt: skip
@@ -351,6 +351,16 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     _add_runtime_options(p)
     p.add_argument("--no-overlay", dest="overlay", action="store_false",
                    help="write only the masks, no overlay images")  # fmt: skip
+    live = p.add_argument_group("live video")
+    live.add_argument("--camera", type=int, metavar="N",
+                      help="segment camera N (0 = the default webcam) live; writes "
+                      "OUT/camera<N>_overlay.mp4 and prints the achieved frame rate")  # fmt: skip
+    live.add_argument(
+        "--show",
+        action="store_true",
+        help="also show the overlaid frames in a window (q or Esc stops)",
+    )
+    live.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.set_defaults(func=_run_predict)
 
 
@@ -359,7 +369,20 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise HandsegError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not args.inputs and args.camera is None:
+        raise HandsegError("give at least one INPUT (file, folder, glob or video) or --camera N")
     predictor = load_model(args.model, device=args.device, **_runtime_kwargs(args))
+    if args.camera is not None:
+        from pathlib import Path
+
+        from handseg.predict import predict_video
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        out = Path(args.out) / f"camera{args.camera}_overlay.mp4"
+        r = predict_video(predictor, args.camera, out, show=args.show, max_frames=args.max_frames)
+        print(f"camera {args.camera}: {r['frames']} frames at {r['fps']:.1f} frames/s -> {out}")
+        if not args.inputs:
+            return 0
     records = predict_inputs(
         predictor, args.inputs, args.out, batch_size=args.batch_size, overlay=args.overlay
     )

@@ -443,6 +443,11 @@ def predict_video(
         raise HandsegError(f"video {source} does not exist; check the path")
     cap = cv2.VideoCapture(source if isinstance(source, int) else str(source))
     if not cap.isOpened():
+        if isinstance(source, int):
+            raise HandsegError(
+                f"cannot open camera {source}: no such camera, or it is in use by another "
+                "program (try another index, e.g. --camera 1)"
+            )
         raise HandsegError(
             f"cannot open {name} with OpenCV: the file is corrupt, not a video, or uses a "
             "codec this OpenCV build cannot decode; convert it to MP4 (H.264) and retry"
@@ -491,8 +496,16 @@ def predict_video(
                 if writer is not None:
                     writer.write(bgr)
                 if show:
-                    cv2.imshow("handseg (q to stop)", bgr)
-                    if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                    try:
+                        cv2.imshow("handseg (q to stop)", bgr)
+                        key = cv2.waitKey(1) & 0xFF
+                    except cv2.error:
+                        raise HandsegError(
+                            "this OpenCV build cannot open windows (opencv-python-headless); "
+                            "drop --show and open the written video, or pip install "
+                            "opencv-python"
+                        ) from None
+                    if key in (ord("q"), 27):
                         stop = True
                 written += 1
                 bar.update(1)
