@@ -20,8 +20,9 @@ Paths (``runtime`` x ``precision``):
   uint8 activations) copy of the ONNX graph. The classifier and the final upsampling
   stay fp32 so the hand/background margin is not rounded. Calibration uses a few images
   from the model's own training data when the paths stored in the model still exist,
-  else synthetic hands. The quantised file is cached (``$HANDSEG_CACHE_DIR`` or
-  ``~/.cache/handseg``); where quantisation is unavailable it warns and runs ONNX fp32.
+  else synthetic hands. The export of a ``model.pt`` and the quantised file are cached
+  (``$HANDSEG_CACHE_DIR`` or ``~/.cache/handseg``, the 8 most recently used files, keyed
+  by content); where quantisation is unavailable it warns and runs ONNX fp32.
 - ``scale`` < 1 runs the network at a lower resolution (input downscaled, logits
   upscaled back to (h, w)): about ``1 / scale**2`` less work, at some cost in boundary
   accuracy.
@@ -76,6 +77,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("auto", "torch", "onnx")
+CACHE_KEEP = 8  # ONNX files kept in the cache (exports and int8 copies, least recently used go)
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
 
 # CPU paths, fastest first among those that keep the hand IoU (module docstring): ``auto``
@@ -308,10 +310,20 @@ def _cached_export(model: nn.Module, meta: dict[str, Any]) -> Path:
     from handseg.export import export_module
 
     path = cache_dir() / f"{_model_key(model, meta)}.fp32.onnx"
-    if not path.is_file():
+    if path.is_file():
+        os.utime(path)  # most recently used: kept by _prune_cache
+    else:
         log.info("exporting the network to ONNX (once; cached as %s)", path)
         export_module(model, meta, path)
+        _prune_cache()
     return path
+
+
+def _prune_cache(keep: int = CACHE_KEEP) -> None:
+    """Delete all but the ``keep`` most recently used ONNX files of the cache."""
+    files = sorted(cache_dir().glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in files[keep:]:
+        old.unlink(missing_ok=True)
 
 
 def calibration_batches(
@@ -465,9 +477,12 @@ def _quiet_root_logger() -> Iterator[None]:
 
 def _cached_int8(fp32_path: Path, meta: dict[str, Any]) -> Path:
     path = cache_dir() / f"{_file_key(fp32_path)}.int8.onnx"
-    if not path.is_file():
+    if path.is_file():
+        os.utime(path)
+    else:
         log.info("quantising the network to int8 (once; cached as %s)", path)
         quantize_int8(fp32_path, path, meta)
+        _prune_cache()
     return path
 
 

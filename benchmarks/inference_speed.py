@@ -1,0 +1,229 @@
+"""Inference speed (and, with a trained model, hand IoU) of every handseg inference path.
+
+One run, batch 1, ``--threads`` threads (default 2). For each input size it times the
+network alone on a normalised (1, 3, H, W) float32 array (median over ``--repeats`` runs
+after ``--warmup`` runs), for
+
+- the baseline a user would write: ``segmentation_models_pytorch.DeepLabV3Plus('resnet18',
+  encoder_weights=None, classes=2)`` in fp32 eager mode (NCHW, ``torch.inference_mode``);
+- each handseg path (:mod:`handseg.runtime`): torch fp32 / bf16, onnx fp32 / int8, and the
+  same at a lower working scale (``@0.5``: the network runs at half the height and width).
+
+With ``--model RUN/model.pt`` it also scores each path on the arsl-bg11 test split
+(``--split``, default the model's own ``split.json``, else the seed-0 60/20/20 split) with
+:func:`handseg.evaluate.evaluate_model`, masks at their own resolution, and reports the hand
+IoU and its difference to torch fp32 (eager PyTorch; BatchNorm folding does not change it).
+Without ``--model`` an untrained network is timed (speed does not depend on the weights).
+
+    python benchmarks/inference_speed.py --model bench-output/seed_protocol/scratch/model.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "arsl-bg11"
+SIZES = ((240, 320), (384, 512), (720, 960))
+PATHS = (
+    ("torch", "fp32", 1.0),
+    ("torch", "bf16", 1.0),
+    ("onnx", "fp32", 1.0),
+    ("onnx", "int8", 1.0),
+    ("torch", "bf16", 0.5),
+    ("onnx", "int8", 0.5),
+    ("auto", "auto", 1.0),
+)
+
+
+def _time(fn, x: np.ndarray, repeats: int, warmup: int) -> float:
+    """Median milliseconds of ``fn(x)``."""
+    for _ in range(warmup):
+        fn(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
+    return 1000 * statistics.median(times)
+
+
+def _baseline():
+    import segmentation_models_pytorch as smp
+
+    net = smp.DeepLabV3Plus("resnet18", encoder_weights=None, classes=2).eval()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(torch.from_numpy(x)).numpy()
+
+    return run
+
+
+def _model(path: str | None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    if path:
+        from handseg.checkpoint import read_model_file
+
+        return read_model_file(path)
+    from handseg.model import HandSegNet
+
+    torch.manual_seed(0)
+    meta = {
+        "classes": ["background", "hand"],
+        "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        "input_size": [384, 512],
+    }
+    return HandSegNet().eval(), meta
+
+
+def _test_pairs(args, meta: dict[str, Any]):
+    from handseg.data import find_pairs, load_split, make_split
+
+    split = args.split
+    tc = meta.get("train_config") or {}
+    if split is None and tc.get("out") and (Path(tc["out"]) / "split.json").is_file():
+        split = Path(tc["out"]) / "split.json"
+    if split is not None:
+        return load_split(split)["test"], f"test split of {split}"
+    pairs = find_pairs(Path(args.data) / "images", Path(args.data) / "masks")
+    seed = int(tc.get("seed", 0) or 0)
+    return make_split(pairs, (0.6, 0.2, 0.2), seed=seed)["test"], f"seed-{seed} 60/20/20 split"
+
+
+def _label(rt: str, pr: str, scale: float, backend) -> str:
+    s = f"handseg {rt} {pr}"
+    if rt == "auto":
+        s = f"handseg auto (= {backend.runtime} {backend.precision})"
+    return s if scale == 1.0 else f"{s} @ scale {scale:g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", help="trained model.pt (optional; enables the IoU columns)")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="arsl-bg11 folder")
+    p.add_argument("--split", help="RUN/split.json whose 'test' entries are scored")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--sizes", nargs="+", default=[f"{h}x{w}" for h, w in SIZES], help="HxW sizes")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+
+    from handseg.runtime import bf16_support, int8_support, make_backend
+
+    torch.set_num_threads(args.threads)
+    sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
+    model, meta = _model(args.model)
+    load0 = os.getloadavg()[0]
+    t_start = time.time()
+
+    rows: list[dict[str, Any]] = []
+    base = _baseline()
+    rng = np.random.default_rng(0)
+    inputs = {hw: rng.standard_normal((1, 3, *hw)).astype(np.float32) for hw in sizes}
+    rows.append(
+        {
+            "path": "baseline smp DeepLabV3Plus fp32 eager",
+            "ms": {hw: _time(base, inputs[hw], args.repeats, args.warmup) for hw in sizes},
+        }
+    )
+    print(f"timed {rows[-1]['path']}", file=sys.stderr)
+    backends = {}
+    for rt, pr, scale in PATHS:
+        b = make_backend(model, meta, rt, pr, args.threads, scale=scale)
+        label = _label(rt, pr, scale, b)
+        if (rt, pr) != ("auto", "auto") and b.precision != pr:
+            label += f" (fell back to {b.precision})"
+        backends[label] = (rt, pr, scale)
+        ms = {hw: _time(b, inputs[hw], args.repeats, args.warmup) for hw in sizes}
+        rows.append({"path": label, "ms": ms})
+        print(f"timed {label}", file=sys.stderr)
+    load1 = os.getloadavg()[0]
+
+    iou_note = ""
+    if args.model:
+        from handseg.evaluate import evaluate_model
+        from handseg.predict import Predictor
+
+        pairs, where = _test_pairs(args, meta)
+        hand = meta["classes"][1]
+        for row in rows[1:]:
+            rt, pr, scale = backends[row["path"]]
+            pred = Predictor(
+                model, meta, runtime=rt, precision=pr, threads=args.threads, scale=scale
+            )
+            res = evaluate_model(pred, pairs, progress=False)
+            row["iou"] = float(res["classes"][hand]["IoU"])
+            print(f"scored {row['path']}: hand IoU {row['iou']:.4f}", file=sys.stderr)
+        ref = next(r["iou"] for r in rows if r["path"] == "handseg torch fp32")
+        for r in rows[1:]:
+            r["d_iou"] = r["iou"] - ref
+        iou_note = (
+            f"hand IoU on {len(pairs)} test images ({where}) at the model's input size "
+            f"{meta['input_size'][0]}x{meta['input_size'][1]} x scale; ΔIoU vs torch fp32"
+        )
+
+    base_ms = rows[0]["ms"]
+    head = ["path"]
+    for h, w in sizes:
+        head += [f"{h}x{w} ms", "x base"]
+    if args.model:
+        head += ["hand IoU", "ΔIoU"]
+    print()
+    print(
+        f"CPU: {_cpu_name()}, {args.threads} threads, batch 1; torch {torch.__version__}, "
+        f"onnxruntime {_ort_version()}; bf16: {bf16_support()[1]}; int8: {int8_support()[1]}"
+    )
+    print(
+        f"load average (1 min) before {load0:.2f}, after {load1:.2f}; "
+        f"median of {args.repeats} after {args.warmup} warm-up; {time.time() - t_start:.0f} s"
+    )
+    if iou_note:
+        print(iou_note)
+    print()
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+    for r in rows:
+        cells = [r["path"]]
+        for hw in sizes:
+            cells += [f"{r['ms'][hw]:.0f}", f"{base_ms[hw] / r['ms'][hw]:.2f}"]
+        if args.model:
+            cells += [f"{r['iou']:.4f}", f"{r['d_iou']:+.4f}"] if "iou" in r else ["", ""]
+        print("| " + " | ".join(cells) + " |")
+    if args.json:
+        doc = [{**r, "ms": {f"{h}x{w}": v for (h, w), v in r["ms"].items()}} for r in rows]
+        Path(args.json).write_text(json.dumps(doc, indent=2))
+    return 0
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+if __name__ == "__main__":
+    sys.exit(main())
