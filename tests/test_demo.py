@@ -1,0 +1,96 @@
+"""``handseg demo``: synthetic data -> training -> report, at a tiny size."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+
+from handseg.cli import main
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        for k, v in attrs:
+            if k in ("src", "href") and v is not None:
+                self.links.append(v)
+            if k == "id" and v:
+                self.ids.add(v)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("demo") / "demo-output"
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["demo", "--out", str(out), "--n", "16", "--size", "48", "64", "--epochs", "1",
+                   "--device", "cpu"])  # fmt: skip
+    assert rc == 0
+    return out, buf.getvalue()
+
+
+def test_demo_writes_data_run_overlays_and_report(demo):
+    out, _ = demo
+    assert len(list((out / "data" / "images").iterdir())) == 16
+    assert len(list((out / "data" / "masks").iterdir())) == 16
+    run = out / "run"
+    for name in ("config.yaml", "split.json", "metrics.csv", "training-progress.png", "model.pt",
+                 "test/metrics.json", "test/per-image.csv", "test/confusion.png"):  # fmt: skip
+        assert (run / name).is_file(), name
+    assert json.loads((run / "test" / "metrics.json").read_text())["num_images"] >= 1
+    test = [Path(e["image"]).stem for e in json.loads((run / "split.json").read_text())["test"]]
+    for stem in test:
+        assert (out / "overlays" / f"{stem}_overlay.jpg").is_file(), stem
+        assert (out / "overlays" / f"{stem}_mask.png").is_file(), stem
+
+
+def test_report_refers_only_to_files_that_exist(demo):
+    out, _ = demo
+    page = out / "report.html"
+    parsed = _Links()
+    parsed.feed(page.read_text(encoding="utf-8"))
+    files = []
+    for link in parsed.links:
+        if link.startswith("#"):
+            assert link[1:] in parsed.ids, f"dangling anchor {link}"
+        elif not link.startswith(("data:", "http://", "https://", "mailto:")):
+            assert not Path(unquote(link)).is_absolute(), link
+            files.append((page.parent / unquote(link)).resolve())
+    missing = [f for f in files if not f.is_file()]
+    assert files and not missing, missing
+    assert all(f.is_relative_to(out.resolve()) for f in files)  # moves with the folder
+    # one comparison figure per test image, plus the progress plot and confusion matrix
+    n_test = len(json.loads((out / "run" / "split.json").read_text())["test"])
+    assert len({f for f in files if f.parent.name == "compare"}) == n_test
+    assert {"training-progress.png", "confusion.png"} <= {f.name for f in files}
+
+
+def test_demo_prints_progress_the_headline_and_the_report_path(demo):
+    out, text = demo
+    for step in range(1, 6):
+        assert f"[{step}/5" in text
+    metrics = json.loads((out / "run" / "test" / "metrics.json").read_text())
+    iou = metrics["classes"]["hand"]["IoU"]
+    headline = next(line for line in text.splitlines() if line.startswith("test split"))
+    assert "hand IoU" in headline and "GlobalAccuracy" in headline and "MeanBFScore" in headline
+    assert (f"{iou:.4f}" if iou is not None else "n/a") in headline
+    assert f"report: {(out / 'report.html').resolve()}" in text
+
+
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path), "--n", "8", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(tmp_path) in err
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "data").exists()
