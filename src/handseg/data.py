@@ -98,7 +98,13 @@ def list_images(folder: str | Path, *, what: str = "images") -> list[Path]:
     if not folder.is_dir():
         raise HandsegError(f"{what} folder {folder} is not a folder; pass the folder itself")
     images, skipped = [], []
-    for p in folder.iterdir():
+    try:
+        entries = list(folder.iterdir())
+    except OSError as exc:  # e.g. a folder without read permission
+        raise HandsegError(
+            f"cannot list {what} folder {folder}: {exc.strerror or exc}; check its permissions"
+        ) from None
+    for p in entries:
         if p.name.startswith(".") or not p.is_file():
             continue
         (images if p.suffix.lower() in IMAGE_EXTS else skipped).append(p)
@@ -234,6 +240,12 @@ def _open(
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise HandsegError(f"{what} {path} is a folder, not an image file; check the path")
+        if path.is_symlink():
+            raise HandsegError(
+                f"{what} {path} is a broken or looping symbolic link; fix or remove the link"
+            )
         raise HandsegError(f"{what} {path} does not exist; check the path")
     if path.stat().st_size == 0:
         raise HandsegError(f"{what} {path} is an empty (zero-byte) file; replace or remove it")
@@ -249,6 +261,10 @@ def _open(
     except Image.DecompressionBombError as exc:
         raise HandsegError(
             f"{what} {path} is too large to decode safely ({exc}); downscale it first"
+        ) from None
+    except PermissionError:
+        raise HandsegError(
+            f"cannot read {what} {path}: permission denied; make it readable or remove it"
         ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -14,7 +14,6 @@ an overlay video from any ``cv2.VideoCapture`` source (a file or a camera index)
 
 from __future__ import annotations
 
-import glob
 import logging
 import math
 import time
@@ -255,6 +254,28 @@ def _media_in(paths: Iterable[Path], where: str) -> list[Path]:
     return sorted(keep, key=lambda p: natural_key(str(p)))
 
 
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError as exc:  # e.g. no read permission
+        raise HandsegError(
+            f"cannot list folder {folder}: {exc.strerror or exc}; check its permissions"
+        ) from None
+
+
+def _glob(pattern: str) -> list[Path]:
+    """Matches of a glob pattern. ``**`` does not descend into symbolic links to folders
+    (``glob.glob`` does, and a folder holding two links to itself then never finishes)."""
+    parts = Path(pattern).parts
+    k = next((i for i, part in enumerate(parts) if _has_glob(part)), len(parts))
+    root = Path(*parts[:k]) if k else Path(".")
+    try:
+        return sorted(root.glob(str(Path(*parts[k:]))))
+    except (OSError, ValueError) as exc:
+        log.warning("cannot expand %s: %s", pattern, exc)
+        return []
+
+
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     """Turn command-line inputs into image and video files, in the order given.
 
@@ -282,16 +303,16 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
         if p.is_file():
             add(p)
         elif p.is_dir():
-            found = _media_in(p.iterdir(), str(p))
+            found = _media_in(_listdir(p), str(p))
             if not found:
                 log.warning("no images or videos in folder %s", p)
             for f in found:
                 add(f)
         elif _has_glob(str(raw)):
-            matches = [Path(m) for m in glob.glob(str(raw), recursive=True)]
+            matches = _glob(str(raw))
             files = _media_in([m for m in matches if m.is_file()], f"matches of {raw!r}")
             for d in (m for m in matches if m.is_dir()):
-                files += _media_in(d.iterdir(), str(d))
+                files += _media_in(_listdir(d), str(d))
             if not files:
                 log.warning("no images or videos match %s", raw)
             for f in files:
