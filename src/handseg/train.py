@@ -346,30 +346,18 @@ def _prepare_data(cfg: TrainConfig, out: Path, resume: bool):
     split_path = out / "split.json"
     if resume and split_path.exists():
         split = load_split(split_path)
-    elif cfg.split:
-        split = load_split(cfg.split, cfg.images, cfg.masks)
-        save_split(
-            split,
-            split_path,
-            images_dir=cfg.images,
-            masks_dir=cfg.masks,
-            seed=cfg.seed,
-            fractions=cfg.split_fractions,
-        )
     else:
-        if not cfg.images or not cfg.masks:
+        if cfg.split:
+            split = load_split(cfg.split, cfg.images, cfg.masks)
+        elif cfg.images and cfg.masks:
+            pairs = find_pairs(cfg.images, cfg.masks)
+            log.info("found %d image/mask pairs (paired by %s)", len(pairs), pairs.rule)
+            split = make_split(pairs, cfg.split_fractions, cfg.seed)
+        else:
             raise HandsegError("say where the data is: --images DIR --masks DIR (or --config FILE)")
-        pairs = find_pairs(cfg.images, cfg.masks)
-        log.info("found %d image/mask pairs (paired by %s)", len(pairs), pairs.rule)
-        split = make_split(pairs, cfg.split_fractions, cfg.seed)
-        save_split(
-            split,
-            split_path,
-            images_dir=cfg.images,
-            masks_dir=cfg.masks,
-            seed=cfg.seed,
-            fractions=cfg.split_fractions,
-        )
+        if is_rank_zero():  # every process draws the same split; one writes it
+            save_split(split, split_path, images_dir=cfg.images, masks_dir=cfg.masks,
+                       seed=cfg.seed, fractions=cfg.split_fractions)  # fmt: skip
     for name in ("train", "val"):
         if not split.get(name):
             raise HandsegError(
