@@ -164,6 +164,9 @@ def _atomic_save_proto(proto: Any, path: Path) -> Path:
             f.write(proto.SerializeToString())
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a model file is not
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
