@@ -18,6 +18,14 @@ from handseg.model import HandSegNet
 INPUT_SIZE = (64, 80)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _cache(tmp_path_factory):
+    """int8 copies made by the auto path go to a temporary cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HANDSEG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
     torch.manual_seed(0)
@@ -92,9 +100,9 @@ def test_export_traced_at_one_size_runs_at_others(exported, model_file, shape):
 
 def test_onnx_file_loads_via_load_model_and_matches_torch(exported, model_file):
     out, _ = exported
-    p_onnx = handseg.load_model(out)
+    p_onnx = handseg.load_model(out, precision="fp32")
     p_torch = handseg.load_model(model_file, runtime="torch", precision="fp32")
-    assert p_onnx.backend.runtime == "onnx" and p_onnx.model is None
+    assert p_onnx.backend.name == "onnx fp32" and p_onnx.model is None
     assert p_onnx.input_size == INPUT_SIZE and p_onnx.classes == ("background", "hand")
     for h, w in [(101, 77), (64, 80)]:
         img = _photo(h, w, seed=h)
@@ -103,7 +111,10 @@ def test_onnx_file_loads_via_load_model_and_matches_torch(exported, model_file):
         assert (a == b).mean() >= 0.999
 
 
-def test_onnx_file_refuses_the_torch_runtime(exported):
+def test_onnx_file_runs_on_onnxruntime_only(exported):
+    auto = handseg.load_model(exported[0])
+    assert auto.backend.runtime == "onnx"
+    assert auto.predict(_photo(101, 77)).shape == (101, 77)
     with pytest.raises(HandsegError, match="PyTorch weights"):
         handseg.load_model(exported[0], runtime="torch")
 
