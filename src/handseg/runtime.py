@@ -485,14 +485,28 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _cached_int8(fp32_path: Path, meta: dict[str, Any]) -> Path:
-    path = cache_dir() / f"{_file_key(fp32_path)}.int8.onnx"
+def _cached_int8(source: nn.Module | Path, meta: dict[str, Any]) -> Path:
+    """The int8 file of a network (``torch.nn.Module``) or an fp32 ONNX file, quantised
+    once into the cache. For a network the intermediate fp32 export is not kept."""
+    import tempfile
+
+    from handseg.export import export_module
+
+    is_file = isinstance(source, Path)
+    key = _file_key(source) if is_file else _model_key(source, meta)
+    path = cache_dir() / f"{key}.int8.onnx"
     if path.is_file():
-        os.utime(path)
+        os.utime(path)  # most recently used: kept by _prune_cache
+        return path
+    log.info("quantising the network to int8 (once; cached as %s)", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if is_file:
+        quantize_int8(source, path, meta)
     else:
-        log.info("quantising the network to int8 (once; cached as %s)", path)
-        quantize_int8(fp32_path, path, meta)
-        _prune_cache()
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            fp32 = export_module(source, meta, Path(tmp) / "fp32.onnx")
+            quantize_int8(fp32, path, meta)
+    _prune_cache()
     return path
 
 
@@ -547,6 +561,11 @@ def resolve_path(
     return candidates[0]
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
+
+
 def _supported(precision: str) -> bool:
     if precision == "bf16":
         return bf16_support()[0]
@@ -599,30 +618,30 @@ def make_backend(
         backend = TorchBackend(model, precision=pr, device=device, channels_last=channels_last)
     else:
         torch_model = None if is_onnx else model
-        try:
-            fp32_path = model.path if is_onnx else _cached_export(model, meta)
-        except Exception as exc:  # the exporter raises many types
-            if runtime == "onnx":
-                raise HandsegError(
-                    f"cannot export the network to ONNX for --runtime onnx ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); use --runtime torch"
-                ) from None
-            log.info("ONNX export failed (%s): running PyTorch instead", type(exc).__name__)
-            return make_backend(model, meta, "torch", "auto", threads, device=device,
-                                channels_last=channels_last, scale=scale)  # fmt: skip
-        path = fp32_path
+        path: Path | None = model.path if is_onnx else None
         if pr == "int8" and not (is_onnx and model.precision == "int8"):
             try:
-                path = _cached_int8(fp32_path, meta)
-            except Exception as exc:  # the quantiser raises many types; fall back
+                path = _cached_int8(model.path if is_onnx else model, meta)
+            except Exception as exc:  # the exporter and quantiser raise many types
                 level = logging.WARNING if explicit == "int8" else logging.INFO
                 log.log(
                     level,
-                    "int8 quantisation failed (%s: %s): running ONNX fp32 instead",
-                    type(exc).__name__,
-                    str(exc).splitlines()[0][:200] if str(exc) else "",
+                    "int8 quantisation failed (%s): running fp32 instead",
+                    _one_line(exc),
                 )
                 pr = "fp32"
+        if path is None or (pr == "fp32" and not is_onnx):
+            try:
+                path = _cached_export(model, meta)
+            except Exception as exc:  # the exporter raises many types
+                if runtime == "onnx":
+                    raise HandsegError(
+                        "cannot export the network to ONNX for --runtime onnx "
+                        f"({_one_line(exc)}); use --runtime torch"
+                    ) from None
+                log.info("ONNX export failed (%s): running PyTorch", _one_line(exc))
+                return make_backend(model, meta, "torch", "auto", threads, device=device,
+                                    channels_last=channels_last, scale=scale)  # fmt: skip
         backend = OrtBackend(path, precision=pr, threads=threads, model=torch_model)
     log.debug("inference backend: %s", backend.name)
     return _Scaled(backend, scale) if float(scale) != 1.0 else backend
