@@ -11,9 +11,7 @@ It holds plain containers and tensors only, so it loads with
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -46,19 +44,11 @@ def versions() -> dict[str, str]:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to a temporary file in the same folder, then rename over ``path``:
-    an interruption leaves either the old file or the new one, never half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    an interruption leaves either the old file or the new one, never half a file; a full
+    disk raises :class:`HandsegError` naming ``path`` (see :mod:`handseg.io_safety`)."""
+    from handseg.io_safety import atomic_torch_save as save
+
+    return save(obj, path)
 
 
 def save_model_file(

@@ -692,9 +692,9 @@ def save_split(
         doc[name] = [
             {"image": rel(i, img_dir), "mask": rel(m, msk_dir)} for i, m in split.get(name, [])
         ]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2) + "\n")
+    from handseg.io_safety import atomic_write_json
+
+    atomic_write_json(path, doc)  # a run killed mid-write must not leave half a split.json
 
 
 def load_split(

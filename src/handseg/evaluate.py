@@ -184,6 +184,7 @@ def compare(
 
 def write_evaluation(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write ``metrics.json``, ``per-image.csv`` (worst first) and ``confusion.png``."""
+    from handseg.io_safety import atomic_write_text
     from handseg.viz import confusion_figure
 
     out = Path(out_dir)
@@ -193,7 +194,7 @@ def write_evaluation(result: dict[str, Any], out_dir: str | Path) -> dict[str, P
         "per_image": out / "per-image.csv",
         "confusion": out / "confusion.png",
     }
-    paths["metrics"].write_text(to_json(result), encoding="utf-8")
+    atomic_write_text(paths["metrics"], to_json(result))
     write_per_image_csv(result, paths["per_image"])
     names = list(result.get("classes", {}).keys()) or ["background", "hand"]
     confusion_figure(result, names, paths["confusion"])

@@ -35,6 +35,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_save_image",
     "atomic_save_figure",
+    "atomic_torch_save",
     "write_error",
 ]
 
@@ -127,7 +128,9 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = False) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], data: bytes | memoryview, *, fsync: bool = False
+) -> Path:
     """Write ``data`` to ``path`` atomically (see :func:`atomic_write`)."""
     with atomic_write(path, "wb", fsync=fsync) as f:
         f.write(data)
@@ -152,7 +155,8 @@ def atomic_save_image(
     """Save a PIL image or an (H, W) / (H, W, 3) uint8 array to ``path`` atomically.
 
     The format follows the extension unless ``format`` names it; ``params`` go to
-    ``PIL.Image.save`` (e.g. ``quality=90``).
+    ``PIL.Image.save`` (e.g. ``quality=90``). The image is encoded in memory first, so a
+    write error keeps its errno (PIL's own file writer reports only "encoder error").
     """
     from PIL import Image
 
@@ -161,15 +165,28 @@ def atomic_save_image(
     fmt = format or Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise HandsegError(f"cannot write {path}: unknown image extension {path.suffix!r}")
-    with atomic_write(path, "wb") as f:
-        im.save(f, format=fmt, **params)
-    return path
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **params)
+    return atomic_write_bytes(path, buf.getbuffer())
 
 
 def atomic_save_figure(fig: Any, path: str | os.PathLike[str], **savefig_kw: Any) -> Path:
     """``fig.savefig`` to ``path`` atomically; the format follows the extension."""
     path = Path(path)
     savefig_kw.setdefault("format", path.suffix.lstrip(".").lower() or "png")
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, **savefig_kw)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, **savefig_kw)
+    return atomic_write_bytes(path, buf.getbuffer())
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to ``path`` atomically and durably (fsync before the rename).
+
+    Serialised in memory first: torch turns a failed write into a ``RuntimeError``
+    ("unexpected pos"), which would hide a full disk.
+    """
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getbuffer(), fsync=True)

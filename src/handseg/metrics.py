@@ -480,8 +480,10 @@ def write_per_image_csv(result: dict, path: str | os.PathLike[str]) -> None:
         missing = v is None or math.isnan(float(v))
         return (1, 0.0) if missing else (0, float(v))
 
+    from handseg.io_safety import atomic_write
+
     records = sorted(result["images"], key=key)
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(_CSV_COLUMNS)
         for rec in records:

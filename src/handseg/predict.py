@@ -343,11 +343,10 @@ class _Names:
 
 
 def _write_overlay(image: np.ndarray, mask: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
+    from handseg.io_safety import atomic_save_image
     from handseg.viz import overlay
 
-    Image.fromarray(overlay(image, mask)).save(path, quality=90)
+    atomic_save_image(overlay(image, mask), path, quality=90)
 
 
 def predict_paths(

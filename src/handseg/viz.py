@@ -118,8 +118,12 @@ def overlay(
     if hand.shape != out.shape[:2]:
         raise ValueError(f"mask shape {hand.shape} differs from image shape {out.shape[:2]}")
     tint = np.asarray(color, dtype=np.float64)
-    blended = out[hand].astype(np.float64) * (1.0 - alpha) + tint * alpha
-    out[hand] = np.clip(blended, 0, 255).round().astype(np.uint8)
+    # blocks of ~1 M pixels: float64 copies of a whole 100-MP photo would need ~7 GB
+    step = max(1, (1 << 20) // out.shape[1])
+    for r in range(0, out.shape[0], step):
+        rows, rows_hand = out[r : r + step], hand[r : r + step]  # views into out / hand
+        blended = rows[rows_hand].astype(np.float64) * (1.0 - alpha) + tint * alpha
+        rows[rows_hand] = np.clip(blended, 0, 255).round().astype(np.uint8)
     if contour and hand.any():
         t = max(1, round(max(hand.shape) / 400))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * t + 1, 2 * t + 1))
@@ -174,10 +178,9 @@ def save_mask_png(mask: np.ndarray, path: str | os.PathLike[str]) -> Path:
     """
     from PIL import Image
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(_hand(mask).astype(np.uint8) * 255, mode="L").save(path)
-    return path
+    from handseg.io_safety import atomic_save_image
+
+    return atomic_save_image(Image.fromarray(_hand(mask).astype(np.uint8) * 255, mode="L"), path)
 
 
 # --------------------------------------------------------------------------- figures
@@ -193,10 +196,9 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, out_path: str | os.PathLike[str], dpi: float) -> Path:
-    path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="white")
-    return path
+    from handseg.io_safety import atomic_save_figure
+
+    return atomic_save_figure(fig, out_path, dpi=dpi, facecolor="white")
 
 
 def comparison_figure(
