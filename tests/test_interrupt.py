@@ -37,6 +37,7 @@ from handseg.checkpoint import read_model_file
 from handseg.data import load_split
 
 EPOCHS = 3
+_REPLACING = "while replacing a checkpoint"
 _CKPT_TEMP = re.compile(r"^tmp\w{8}$")  # fsspec's temporary file for Lightning checkpoints
 
 
@@ -162,14 +163,15 @@ def _check_files_load(run: Path) -> list[str]:
 
 
 def _resume_until_done(cmd_fresh, cmd_resume, env, kills, run: Path, log: list[str]) -> None:
-    """Start the run, apply each kill trigger in turn (each to a new process, resuming
-    after the previous kill), then resume until it exits 0."""
+    """Start the run, apply each (label, kill trigger factory) in turn, each to a new
+    process resuming after the previous kill, then resume until it exits 0."""
     cmd = cmd_fresh
-    for make_trigger in kills + [None] * 3:
+    for label, make_trigger in kills + [("", None)] * 3:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 text=True)  # fmt: skip
         if make_trigger is not None and _wait_and_kill(proc, make_trigger()):
-            log.append(f"killed; files intact: {', '.join(_check_files_load(run)) or 'none yet'}")
+            files = ", ".join(_check_files_load(run)) or "none yet"
+            log.append(f"killed {label}; files intact: {files}")
         else:
             err = proc.communicate(timeout=600)[1]
             if proc.returncode == 0:
@@ -225,7 +227,7 @@ def _kill_schedule(seed: int, n_random: int, horizon: float) -> list:
     """``n_random`` triggers "kill d seconds after start", d seeded-uniform in 0.3..1 x horizon."""
     rng = random.Random(seed)
     delays = [rng.uniform(0.3, 1.0) * horizon for _ in range(n_random)]
-    return [lambda d=d: _after(d) for d in delays]
+    return [(f"{d:.1f} s after start", lambda d=d: _after(d)) for d in delays]
 
 
 def _interrupted(tiny_data: Path, root: Path, kills: list) -> tuple[Path, list[str]]:
@@ -245,14 +247,14 @@ def _resume_cmd(run: Path) -> list[str]:
 def interrupted(tiny_data, baseline, tmp_path_factory) -> tuple[Path, list[str]]:
     """Killed while a checkpoint is replaced, then at a seeded random moment; resumed."""
     root = tmp_path_factory.mktemp("interrupted")
-    kills = [lambda: _checkpoint_being_written(root / "tmp", root / "run")]
+    kills = [(_REPLACING, lambda: _checkpoint_being_written(root / "tmp", root / "run"))]
     kills += _kill_schedule(seed=1, n_random=1, horizon=baseline[1])
     return _interrupted(tiny_data, root, kills)
 
 
 def test_every_file_loads_after_every_kill_and_the_run_completes(interrupted, baseline):
     run, log = interrupted
-    assert log[0].startswith("killed"), log  # the checkpoint replacement was hit
+    assert log[0].startswith(f"killed {_REPLACING}"), log
     assert log[-1] == "finished"
     _assert_completed(run, baseline[0])
 
@@ -288,9 +290,9 @@ def many_kills(request, tiny_data, baseline, tmp_path_factory) -> tuple[Path, li
     root = tmp_path_factory.mktemp(f"many{seed}")
     run = root / "run"
     kills = _kill_schedule(seed=seed, n_random=2, horizon=baseline[1])
-    kills.insert(1, lambda: _checkpoint_being_written(root / "tmp", run))
-    kills.append(lambda: _checkpoint_being_written(root / "tmp", run))
-    kills.append(lambda: _model_being_written(run))
+    kills.insert(1, (_REPLACING, lambda: _checkpoint_being_written(root / "tmp", run)))
+    kills.append((_REPLACING, lambda: _checkpoint_being_written(root / "tmp", run)))
+    kills.append(("while writing model.pt", lambda: _model_being_written(run)))
     kills += _kill_schedule(seed=seed + 100, n_random=2, horizon=baseline[1])
     return _interrupted(tiny_data, root, kills)
 
@@ -298,7 +300,9 @@ def many_kills(request, tiny_data, baseline, tmp_path_factory) -> tuple[Path, li
 @pytest.mark.slow
 def test_many_kills_every_file_loads_and_the_run_completes(many_kills, baseline):
     run, log = many_kills
-    assert sum(line.startswith("killed") for line in log) >= 3, log
+    # >= 2: later kill points are not reached when the run ends first (e.g. no checkpoint
+    # is written in epochs that do not improve val_loss, see the xfail above)
+    assert sum(line.startswith("killed") for line in log) >= 2, log
     _assert_completed(run, baseline[0])
 
 
