@@ -88,7 +88,7 @@ def child(args) -> None:
 
     torch.set_num_threads(args.threads)
     data, out, size = Path(args.data), Path(args.out), tuple(args.image_size)
-    if args.variant == "plain":
+    if args.child == "plain":
         r = plain_loop(data, out, size, args.epochs, args.batch_size, args.seed)
     else:
         # speed runs use the cache (repeated epochs); memory runs leave it off (the default)

@@ -367,7 +367,7 @@ def _prepare_data(cfg: TrainConfig, out: Path, resume: bool):
     return split
 
 
-def _validate_files(pairs, cfg: TrainConfig) -> None:
+def _validate_files(pairs, cfg: TrainConfig, progress: bool = True) -> None:
     """Decode every mask (and the header of every image) before any training starts,
     so bad data is reported at once rather than in epoch 7."""
     from PIL import Image
@@ -375,7 +375,9 @@ def _validate_files(pairs, cfg: TrainConfig) -> None:
 
     from handseg.data import fit_mask_to_image, read_mask
 
-    for img_path, mask_path in tqdm(pairs, desc="check data", unit="pair", leave=False):
+    for img_path, mask_path in tqdm(
+        pairs, desc="check data", unit="pair", leave=False, disable=not progress
+    ):
         try:
             with Image.open(img_path) as im:
                 w, h = im.size
@@ -406,7 +408,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     split = _prepare_data(cfg, out, resume)
-    _validate_files(split["train"] + split["val"], cfg)
+    _validate_files(split["train"] + split["val"], cfg, progress)
 
     size = tuple(cfg.image_size)
     transform = build_transform(list(cfg.augment), **_augment_options(cfg))
