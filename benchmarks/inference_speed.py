@@ -2,7 +2,8 @@
 
 One run, batch 1, ``--threads`` threads (default 2). For each input size it times the
 network alone on a normalised (1, 3, H, W) float32 array (median over ``--repeats`` runs
-after ``--warmup`` runs), for
+after ``--warmup`` runs; the paths take turns, one call each, so that other load on the
+machine affects them alike), for
 
 - the baseline a user would write: ``segmentation_models_pytorch.DeepLabV3Plus('resnet18',
   encoder_weights=None, classes=2)`` in fp32 eager mode (NCHW, ``torch.inference_mode``);
@@ -46,18 +47,6 @@ PATHS = (
     ("onnx", "int8", 0.5),
     ("auto", "auto", 1.0),
 )
-
-
-def _time(fn, x: np.ndarray, repeats: int, warmup: int) -> float:
-    """Median milliseconds of ``fn(x)``."""
-    for _ in range(warmup):
-        fn(x)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
 
 
 def _baseline():
@@ -130,17 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     t_start = time.time()
 
-    rows: list[dict[str, Any]] = []
-    base = _baseline()
+    # every path is timed round-robin (one call of each in turn), so that a change of load
+    # on the machine during the run hits all paths alike
     rng = np.random.default_rng(0)
     inputs = {hw: rng.standard_normal((1, 3, *hw)).astype(np.float32) for hw in sizes}
-    rows.append(
-        {
-            "path": "baseline smp DeepLabV3Plus fp32 eager",
-            "ms": {hw: _time(base, inputs[hw], args.repeats, args.warmup) for hw in sizes},
-        }
-    )
-    print(f"timed {rows[-1]['path']}", file=sys.stderr)
+    fns = {"baseline smp DeepLabV3Plus fp32 eager": _baseline()}
     backends = {}
     for rt, pr, scale in PATHS:
         b = make_backend(model, meta, rt, pr, args.threads, scale=scale)
@@ -148,9 +131,22 @@ def main(argv: list[str] | None = None) -> int:
         if (rt, pr) != ("auto", "auto") and b.precision != pr:
             label += f" (fell back to {b.precision})"
         backends[label] = (rt, pr, scale)
-        ms = {hw: _time(b, inputs[hw], args.repeats, args.warmup) for hw in sizes}
-        rows.append({"path": label, "ms": ms})
-        print(f"timed {label}", file=sys.stderr)
+        fns[label] = b
+    rows: list[dict[str, Any]] = [{"path": k, "ms": {}} for k in fns]
+    for hw in sizes:
+        x = inputs[hw]
+        for f in fns.values():
+            for _ in range(args.warmup):
+                f(x)
+        times: dict[str, list[float]] = {k: [] for k in fns}
+        for _ in range(args.repeats):
+            for k, f in fns.items():
+                t = time.perf_counter()
+                f(x)
+                times[k].append(time.perf_counter() - t)
+        for row in rows:
+            row["ms"][hw] = 1000 * statistics.median(times[row["path"]])
+        print(f"timed {hw[0]}x{hw[1]}", file=sys.stderr)
     load1 = os.getloadavg()[0]
 
     iou_note = ""
