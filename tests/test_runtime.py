@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -206,6 +207,15 @@ def test_calibration_uses_training_images_when_they_exist(tmp_path):
     meta = {"input_size": [32, 48], "train_config": {"images": str(images)}}
     batches, source = rt.calibration_batches(meta, n=2)
     assert source == "2 training images" and [b.shape for b in batches] == [(1, 3, 32, 48)] * 2
+    # with a run's split.json only its training images are used (3 asked, 2 listed)
+    run = tmp_path / "run"
+    run.mkdir()
+    split = {"images_dir": str(images), "train": [{"image": "0.png"}, {"image": "1.png"}],
+             "test": [{"image": "2.png"}]}  # fmt: skip
+    (run / "split.json").write_text(json.dumps(split))
+    meta["train_config"]["out"] = str(run)
+    batches, source = rt.calibration_batches(meta, n=3)
+    assert source == "2 training images" and len(batches) == 2
     batches, source = rt.calibration_batches({"input_size": [32, 48]}, n=2)
     assert "training" not in source and batches[0].shape == (1, 3, 32, 48)
 

@@ -385,11 +385,13 @@ def calibration_batches(
 
 def _training_images(train_config: dict[str, Any]) -> list[Path]:
     """Training photos named by a model's stored training options (those that exist)."""
-    split = Path(str(train_config.get("out") or "")) / "split.json"
+    split = None
     if train_config.get("split"):
         split = Path(str(train_config["split"]))
+    elif train_config.get("out"):
+        split = Path(str(train_config["out"])) / "split.json"
     try:
-        if split.is_file():
+        if split is not None and split.is_file():
             doc = json.loads(split.read_text())
             base = Path(doc.get("images_dir") or "")
             paths = [Path(e["image"]) for e in doc.get("train", [])]
