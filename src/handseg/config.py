@@ -178,5 +178,7 @@ def _validate(cfg: TrainConfig) -> None:
 
 
 def save_config(cfg: TrainConfig | dict[str, Any], path: str | Path) -> None:
+    from handseg.io_safety import atomic_write_text
+
     d = cfg.to_dict() if isinstance(cfg, TrainConfig) else cfg
-    Path(path).write_text(yaml.safe_dump(d, sort_keys=False), encoding="utf-8")
+    atomic_write_text(path, yaml.safe_dump(d, sort_keys=False))

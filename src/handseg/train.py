@@ -277,13 +277,12 @@ class _History(_lightning().Callback):
             self.write()
 
     def write(self) -> None:
-        path = self.out / "metrics.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
+        from handseg.io_safety import atomic_write
+
+        with atomic_write(self.out / "metrics.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.fields, restval="")
             w.writeheader()
             w.writerows(self.rows)
-        os.replace(tmp, path)
         if self.plot and self.rows:
             try:
                 from handseg.viz import training_progress_figure
@@ -301,21 +300,69 @@ class _History(_lightning().Callback):
         self._t0 = time.perf_counter()
 
 
-class _EpochSeed(_lightning().Callback):
-    """Reseed every random generator at the start of each epoch from (seed, epoch).
+class _EpochSampler(torch.utils.data.Sampler):
+    """Shuffle for epoch e drawn from (seed, e), reseeding the global RNGs (augmentation)
+    where the epoch's iteration starts.
 
-    Shuffling and augmentation of epoch k then depend only on the seed and k, not on what
-    ran before, so a run resumed from a checkpoint repeats exactly the epochs an
-    uninterrupted run would have made (the checkpoint restores weights, optimiser,
-    scheduler, early-stopping state and history)."""
+    Lightning calls ``set_epoch`` before every epoch, including the first after a resume,
+    so a resumed run repeats exactly the epochs an uninterrupted run would have made (the
+    checkpoint restores weights, optimiser, scheduler, early-stopping state and history).
+    Seeding in an ``on_train_epoch_start`` hook cannot do this: Lightning skips that hook
+    for the first epoch after resuming from an end-of-epoch checkpoint, and the loader's
+    iterator draws its seed at a different moment in a process's first epoch. Exact with
+    ``--workers 0``; with persistent workers, worker RNGs are seeded once per start.
+    Under DDP Lightning wraps this sampler in a ``DistributedSamplerWrapper``."""
 
-    def __init__(self, seed: int):
-        self.seed = seed
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
 
-    def on_train_epoch_start(self, trainer, pl_module):
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
         from lightning.fabric.utilities.seed import seed_everything
 
-        seed_everything(self.seed * 1000 + trainer.current_epoch, workers=True, verbose=False)
+        seed = self.seed * 1000 + self.epoch
+        seed_everything(seed, workers=True, verbose=False)
+        g = torch.Generator().manual_seed(seed)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+def _checkpoint_io():
+    """Lightning checkpoints through handseg's atomic writer: a temporary file next to the
+    target, fsync, rename (a kill mid-write leaves the previous checkpoint intact, whatever
+    file system ``$TMPDIR`` is on); a full disk becomes a one-line error."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class _AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            from handseg.io_safety import atomic_torch_save
+
+            atomic_torch_save(checkpoint, path)
+
+    return _AtomicCheckpointIO()
+
+
+def _check_resume_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint that would run code when unpickled, before Lightning opens it."""
+    import pickle
+    import zipfile
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise HandsegError(
+            f"{path} was refused: it holds Python objects that would run code when loaded; "
+            "it is not a checkpoint handseg wrote"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise HandsegError(
+            f"cannot resume: {path} is damaged ({reason}); start a new run or restore the file"
+        ) from None
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -404,7 +451,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     ckpt_dir = out / "checkpoints"
     last_ckpt = ckpt_dir / "last.ckpt"
     if resume and not last_ckpt.exists():
-        raise HandsegError(f"cannot resume: {last_ckpt} does not exist (start a new run instead)")
+        if not (out / "config.yaml").exists():
+            raise HandsegError(
+                f"cannot resume: {out} holds no run (no config.yaml); start a new run"
+            )
+        log.warning(
+            "%s does not exist (killed in the first epoch?): starting the run afresh", last_ckpt
+        )
+        resume = False
+    if resume:
+        for stale in ckpt_dir.glob(".*.tmp*"):  # left by a kill during a checkpoint write
+            stale.unlink(missing_ok=True)
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     split = _prepare_data(cfg, out, resume)
@@ -431,7 +488,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         "pin_memory": torch.cuda.is_available() and cfg.device != "cpu",
     }
     train_dl = torch.utils.data.DataLoader(
-        train_ds, batch_size=cfg.batch_size, shuffle=True, drop_last=False, **loader_kw
+        train_ds,
+        batch_size=cfg.batch_size,
+        sampler=_EpochSampler(len(train_ds), cfg.seed),  # shuffled every epoch, resumable
+        drop_last=False,
+        **loader_kw,
     )
     val_dl = torch.utils.data.DataLoader(val_ds, batch_size=cfg.batch_size, **loader_kw)
     steps_per_epoch = max(
@@ -457,10 +518,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         monitor="val_loss",
         mode="min",
         save_top_k=1,
-        save_last=True,
         enable_version_counter=False,
     )
-    callbacks = [checkpoint, history, _EpochSeed(cfg.seed)]
+    # written every epoch (save_last=True only writes in epochs that improved val_loss);
+    # after the best one, whose state must update first
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+    )
+    callbacks = [checkpoint, last, history]
     if cfg.patience > 0:
         callbacks.append(
             EarlyStopping(
@@ -483,6 +548,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         strategy=cfg.strategy,
         precision=training_precision(cfg.device, cfg.precision),
         callbacks=callbacks,
+        plugins=[_checkpoint_io()],
         logger=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -491,14 +557,35 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         deterministic=False,
         check_val_every_n_epoch=1,
     )
+    if resume:
+        _check_resume_checkpoint(last_ckpt)
     t0 = time.perf_counter()
     try:
-        trainer.fit(module, train_dl, val_dl, ckpt_path=str(last_ckpt) if resume else None)
+        trainer.fit(
+            module,
+            train_dl,
+            val_dl,
+            ckpt_path=str(last_ckpt) if resume else None,
+            weights_only=True,  # a checkpoint never runs code
+        )
     except NonFiniteLossError as exc:
         history.write()
         raise HandsegError(
             f"training stopped: {exc}. The last good checkpoint is kept in {ckpt_dir}; "
             "lower the learning rate (--lr) or check the data"
+        ) from None
+    except (HandsegError, OSError) as exc:
+        import errno
+
+        if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        if isinstance(exc, OSError):
+            from handseg.io_safety import write_error
+
+            exc = write_error(ckpt_dir, exc)
+        raise HandsegError(
+            f"training stopped: {exc}. The last complete checkpoint is kept in {ckpt_dir}; "
+            f"free some space and run 'handseg train --resume {out}'"
         ) from None
     train_time = time.perf_counter() - t0
     if not trainer.is_global_zero:
