@@ -23,10 +23,23 @@ from typing import Any
 
 from handseg.errors import HandsegError
 
-__all__ = ["run_demo", "DEMO_DEFAULTS"]
+__all__ = ["run_demo", "DEMO_DEFAULTS", "DEMO_TRAIN_OVERRIDES"]
 
-DEMO_DEFAULTS: dict[str, Any] = {"n": 160, "size": (128, 160), "epochs": 20}
+DEMO_DEFAULTS: dict[str, Any] = {"n": 160, "size": (64, 80), "epochs": 50}
 """Synthetic images, their (H, W) size (also the training size) and training epochs."""
+
+DEMO_TRAIN_OVERRIDES: dict[str, Any] = {
+    "batch_size": 4,
+    "augment": ("seed",),
+    "class_weighting": "none",
+    "cache": True,
+}
+"""Changes to the ``scratch`` preset for the demo's few minutes of CPU time: twice the
+optimiser steps per epoch (batch 4), flip/translate only (the preset's scale-rotate and
+colour augmentation slow fitting more than they help at a few hundred steps), plain
+cross-entropy (class weights lowered the hand IoU at this budget) and decoded photos kept
+in memory. Measured on 2 cores with random initialisation: test hand IoU about 0.67 after
+1920 steps (80 epochs); far from the 0.9 that ImageNet weights reach."""
 
 _MARKER = ".handseg-demo"
 _PARTS = ("data", "run", "overlays", "report-files", "report.html")
@@ -110,7 +123,7 @@ def run_demo(
     make_synthetic(data, n=n, size=size, seed=seed, progress=progress)
 
     run = out / "run"
-    step(2, f"training DeepLab v3+ (preset scratch, {epochs} epochs) into {run}")
+    step(2, f"training DeepLab v3+ from scratch ({epochs} epochs) into {run}")
     cfg = resolve_config(
         {
             "images": str(data / "images"),
@@ -122,6 +135,7 @@ def run_demo(
             "seed": seed,
             "device": device,
         }
+        | DEMO_TRAIN_OVERRIDES
     )
     train(cfg, progress=progress)
     metrics_file = run / "test" / "metrics.json"

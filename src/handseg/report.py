@@ -419,7 +419,9 @@ def _summary(run: _Run) -> str:
             f"({_esc(cfg.get('optimizer', '?'))}, learning rate {_esc(cfg.get('lr', '?'))}, "
             f"{_esc(cfg.get('schedule', '?'))} schedule, batch {_esc(cfg.get('batch_size', '?'))}), "
             f"images resized to {_esc(size[0])}&times;{_esc(size[1])} pixels (height &times; "
-            f"width), encoder started from {weights_text}."
+            f"width), augmentation {_esc(', '.join(map(str, cfg.get('augment') or ['none'])))}, "
+            f"{'median-frequency class weights' if cfg.get('class_weighting') == 'median-frequency' else 'no class weights'}, "
+            f"encoder started from {weights_text}."
         )
     epochs_run = fit.get("epochs_run", hist.get("epochs"))
     if epochs_run is not None:
