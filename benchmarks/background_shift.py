@@ -95,9 +95,15 @@ def train_run(name: str, out: Path, args, augment: tuple[str, ...], **extra) -> 
             **({"epochs": args.epochs} if args.epochs else {}), **extra,
         }
     )  # fmt: skip
-    print(f"[{name}] training: augment={cfg.augment} epochs={cfg.epochs} {extra}", flush=True)
+    # a run killed part-way (e.g. by the OOM killer on a shared machine) continues
+    resume = (run / "checkpoints" / "last.ckpt").is_file() and not args.retrain
+    print(
+        f"[{name}] {'resuming' if resume else 'training'}: augment={cfg.augment} "
+        f"epochs={cfg.epochs} {extra}",
+        flush=True,
+    )
     t0 = time.perf_counter()
-    train(cfg, progress=False)
+    train(cfg, resume=resume, progress=False)
     print(f"[{name}] trained in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     return run
 
