@@ -486,14 +486,16 @@ def _progress_section(run: _Run, assets: _Assets) -> str:
         training_progress_figure(run.rows, target)
     else:
         return ""
+    weighted = (run.config or {}).get("class_weighting", "median-frequency") != "none"
+    loss = "class-weighted cross-entropy" if weighted else "cross-entropy"
     return (
         '<section class="card" id="progress"><h2>Training progress</h2>'
         f'<figure><img src="{assets.src(target)}" alt="training-progress plot"></figure>'
         '<p class="explain">Like MATLAB\'s training-progress window. <b>Top:</b> pixel accuracy '
         "(%) on each training mini-batch (light line: raw, dark line: smoothed) and on the "
         "validation images after each epoch (black dashes). <b>Bottom:</b> the loss the "
-        "network minimises (class-weighted cross-entropy: how confident it is in the wrong "
-        "label, averaged over pixels). Dotted lines mark the end of each epoch (one pass over "
+        f"network minimises ({loss}: how confident it is in the wrong label, averaged over "
+        "pixels). Dotted lines mark the end of each epoch (one pass over "
         "the training images). A healthy run shows both curves falling and levelling off "
         "together; a validation loss that climbs while the training loss keeps falling means "
         "the network starts to memorise its training photos.</p></section>"
