@@ -680,6 +680,7 @@ def make_synthetic(
     seed: int = 0,
     *,
     progress: bool = True,
+    families: tuple[str, ...] | None = None,
 ) -> Path:
     """Write the synthetic data set: ``out/images/synth_0000.png`` and
     ``out/masks/synth_0000_mask.png`` (8-bit L PNG, 0 = background, 255 = hand).
@@ -693,6 +694,9 @@ def make_synthetic(
         size: (H, W) in pixels (at least 16 x 16).
         seed: non-negative random seed.
         progress: show a tqdm progress bar.
+        families: background families to draw from (default: all, a quarter of them
+            skin-coloured distractors); e.g. ``("plain", "gradient", "texture")`` for an
+            easier set.
 
     Returns:
         ``Path(out)``.
@@ -712,8 +716,11 @@ def make_synthetic(
     images.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
     digits = max(4, len(str(n - 1)))
+    from handseg.backgrounds import BackgroundSource
+
+    source = BackgroundSource(families=families) if families else None
     for i in tqdm(range(n), desc="synth", unit="img", disable=not progress):
-        image, mask = render_sample(np.random.default_rng([seed, i]), (h, w))
+        image, mask = render_sample(np.random.default_rng([seed, i]), (h, w), backgrounds=source)
         stem = f"synth_{i:0{digits}d}"
         Image.fromarray(image, "RGB").save(images / f"{stem}.png", compress_level=4)
         Image.fromarray(mask * np.uint8(255), "L").save(masks / f"{stem}_mask.png")
