@@ -231,3 +231,18 @@ def test_bad_arguments_raise_clear_errors(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "y"), "--size", "8", "8"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err
+
+
+def test_make_synthetic_with_chosen_background_families(tmp_path):
+    a = make_synthetic(tmp_path / "a", n=3, size=(48, 64), seed=5, progress=False,
+                       families=("plain",))  # fmt: skip
+    b = make_synthetic(tmp_path / "b", n=3, size=(48, 64), seed=5, progress=False,
+                       families=("plain",))  # fmt: skip
+    c = make_synthetic(tmp_path / "c", n=3, size=(48, 64), seed=5, progress=False)
+    load = lambda d: np.stack(  # noqa: E731
+        [np.asarray(Image.open(p)) for p in sorted((d / "images").iterdir())]
+    )
+    np.testing.assert_array_equal(load(a), load(b))  # deterministic
+    assert not np.array_equal(load(a), load(c))  # the families change the backgrounds
+    masks = [np.asarray(Image.open(p)) for p in sorted((a / "masks").iterdir())]
+    assert all(set(np.unique(m)) <= {0, 255} and m.any() for m in masks)
