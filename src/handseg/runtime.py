@@ -31,18 +31,20 @@ Paths (``runtime`` x ``precision``):
 
 How ``auto`` chooses (CPU): the fastest path whose hand IoU on the arsl-bg11 test split
 stays within 0.005 of fp32 eager PyTorch, measured with ``benchmarks/inference_speed.py``
-(batch 1, 2 threads, 2-core AMD EPYC with avx512_bf16 and avx512_vnni; a model trained
-at 384 x 512, 6 test images):
+(batch 1, 2 threads, 2-core AMD EPYC with avx512_bf16 and avx512_vnni; the scratch model
+trained at 384 x 512, 6 test images; paths timed round-robin while other jobs kept the
+load average at 9-11, so absolute times are inflated, the order is what counts):
 
-    path         ms/img @384x512   hand IoU   vs fp32
-    torch fp32   (filled in)
-    torch bf16
-    onnx fp32
-    onnx int8
+    path         ms/img @384x512   x smp baseline   hand IoU   vs fp32
+    torch fp32   815               0.88             0.9553     +0.0000
+    torch bf16   474               1.51             0.9553     +0.0000
+    onnx fp32    654               1.10             0.9553     +0.0000
+    onnx int8    254               2.83             0.9554     +0.0001
 
 ``auto`` takes the first of ``_PREFERENCE`` (onnx int8, torch bf16, onnx fp32, torch fp32)
-that the machine supports. A lower ``scale`` is not part of ``auto``: it costs far more
-than 0.005 IoU on that model (0.75: -0.046, 0.5: -0.14). On a GPU ``auto`` is
+that the request and the machine allow. A lower ``scale`` is not part of ``auto``: it
+costs far more than 0.005 IoU on that model (scale 0.5: onnx int8 83 ms but hand IoU
+0.8273, -0.128; 0.75 on an earlier checkpoint: -0.046). On a GPU ``auto`` is
 ``torch fp32``.
 """
 
