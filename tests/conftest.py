@@ -24,3 +24,17 @@ def shared_data() -> Path:
     if not (path / "images").is_dir() or not (path / "masks").is_dir():
         pytest.skip(f"real data not found at {path}")
     return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_model_cache(tmp_path_factory):
+    """Keep the int8/ONNX copies the tests make out of the user's ~/.cache/handseg."""
+    import os
+
+    old = os.environ.get("HANDSEG_CACHE_DIR")
+    os.environ["HANDSEG_CACHE_DIR"] = str(tmp_path_factory.mktemp("handseg-cache"))
+    yield
+    if old is None:
+        os.environ.pop("HANDSEG_CACHE_DIR", None)
+    else:
+        os.environ["HANDSEG_CACHE_DIR"] = old

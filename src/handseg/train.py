@@ -621,7 +621,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         from handseg.metrics import format_metrics_tables
         from handseg.predict import load_model
 
-        predictor = load_model(out / "model.pt")
+        # the reference metrics of the exact network (no quantisation): fp32 eager PyTorch
+        predictor = load_model(out / "model.pt", runtime="torch", precision="fp32")
         test = evaluate_model(
             predictor,
             split["test"],
