@@ -38,7 +38,9 @@ def _rows(run: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def two_epoch_run(synth_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "r"
-    cfg = _cfg(synth_dir, out, preset="scratch", epochs=2, batch_size=2)
+    cfg = _cfg(
+        synth_dir, out, preset="scratch", epochs=2, batch_size=2, class_weighting="median-frequency"
+    )
     return train(cfg, progress=False)
 
 
