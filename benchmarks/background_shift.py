@@ -207,7 +207,8 @@ def main() -> None:
     md = table(results, names)
     header = (
         f"arsl-bg11 test split (6 photos) and shifted sets ({args.per_image} backgrounds per "
-        f"test hand, held-out families {', '.join(args.test_families)}); trained at "
+        f"test hand from the families {', '.join(args.test_families)}; background "
+        f"augmentation drew from {', '.join(train_families)}); trained at "
         f"{args.size[0]}x{args.size[1]}, metrics at 960x720:"
     )
     print()
