@@ -38,3 +38,24 @@ def _private_model_cache(tmp_path_factory):
         os.environ.pop("HANDSEG_CACHE_DIR", None)
     else:
         os.environ["HANDSEG_CACHE_DIR"] = old
+
+
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory) -> Path:
+    """An untrained (randomly initialised, seeded) network in a valid model file, 64 x 80."""
+    import torch
+
+    from handseg.checkpoint import save_model_file
+    from handseg.model import HandSegNet
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_model_file(
+        path,
+        HandSegNet(),
+        classes=("background", "hand"),
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        input_size=(64, 80),
+    )
+    return path

@@ -9,36 +9,12 @@ import pytest
 import torch
 
 import handseg
-from handseg.checkpoint import read_model_file, save_model_file
+from handseg.checkpoint import read_model_file
 from handseg.cli import main
 from handseg.errors import HandsegError
 from handseg.export import INPUT_NAME, OUTPUT_NAME, OnnxModel, export_onnx, read_onnx_file
-from handseg.model import HandSegNet
 
 INPUT_SIZE = (64, 80)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    """int8 copies made by the auto path go to a temporary cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HANDSEG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model_file(
-        path,
-        HandSegNet(),
-        classes=("background", "hand"),
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        input_size=INPUT_SIZE,
-    )
-    return path
 
 
 @pytest.fixture(scope="module")

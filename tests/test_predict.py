@@ -13,29 +13,12 @@ import torch
 from PIL import Image
 
 import handseg
-from handseg.checkpoint import read_model_file, save_model_file
+from handseg.checkpoint import read_model_file
 from handseg.cli import main
 from handseg.errors import HandsegError
-from handseg.model import HandSegNet
 from handseg.predict import Predictor, expand_inputs, predict_paths, predict_video
 
 INPUT_SIZE = (64, 80)
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    """An untrained (randomly initialised, seeded) network in a valid model file."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model_file(
-        path,
-        HandSegNet(),
-        classes=("background", "hand"),
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        input_size=INPUT_SIZE,
-    )
-    return path
 
 
 @pytest.fixture(scope="module")

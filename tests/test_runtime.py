@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,37 +12,13 @@ import torch
 
 import handseg
 import handseg.runtime as rt
-from handseg.checkpoint import read_model_file, save_model_file
+from handseg.checkpoint import read_model_file
 from handseg.cli import main
 from handseg.errors import HandsegError
-from handseg.model import HandSegNet
 from handseg.predict import Predictor
 
 INPUT_SIZE = (64, 80)
 PATHS = [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8"), ("auto", "auto")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _cache(tmp_path_factory):
-    """Exports and int8 copies go to a temporary cache, shared by this module's tests."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HANDSEG_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-        yield
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_model_file(
-        path,
-        HandSegNet(),
-        classes=("background", "hand"),
-        mean=(0.485, 0.456, 0.406),
-        std=(0.229, 0.224, 0.225),
-        input_size=INPUT_SIZE,
-    )
-    return path
 
 
 @pytest.fixture(scope="module")
