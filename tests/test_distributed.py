@@ -50,7 +50,9 @@ def test_ddp_metrics_equal_a_single_process_evaluation(ddp_run):
     out, _ = ddp_run
     stored = json.loads((out / "test" / "metrics.json").read_text())
     split = load_split(out / "split.json")
-    again = evaluate_model(handseg.load_model(out / "model.pt"), split["test"], progress=False)
+    # train() scores the test split with the exact fp32 network; do the same here
+    predictor = handseg.load_model(out / "model.pt", runtime="torch", precision="fp32")
+    again = evaluate_model(predictor, split["test"], progress=False)
     assert stored["confusion"] == again["confusion"]  # counts summed, identical
     for k, v in again["dataset"].items():
         assert stored["dataset"][k] == pytest.approx(v, nan_ok=True)
