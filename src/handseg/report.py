@@ -262,7 +262,8 @@ def _comparisons(run: _Run, assets: _Assets, device: str, progress: bool) -> lis
     from handseg.predict import load_model
     from handseg.viz import overlay
 
-    predictor = load_model(run.path / "model.pt", device=device)
+    # the same exact fp32 network that scored the test split in train()
+    predictor = load_model(run.path / "model.pt", device=device, runtime="torch", precision="fp32")
     hand_value = (run.config or {}).get("hand_value")
     records = []
     pairs = run.test_pairs
