@@ -5,27 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 
 from handseg.cli import main
-
-
-class _Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[str] = []
-        self.ids: set[str] = set()
-
-    def handle_starttag(self, tag, attrs):
-        for k, v in attrs:
-            if k in ("src", "href") and v is not None:
-                self.links.append(v)
-            if k == "id" and v:
-                self.ids.add(v)
+from test_report import _Links  # the same link parser
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from handseg.checkpoint import read_model_file
 from handseg.cli import main
 from handseg.errors import HandsegError
 from handseg.predict import Predictor
+from test_export import _photo  # the same synthetic photo
 
 INPUT_SIZE = (64, 80)
 PATHS = [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8"), ("auto", "auto")]
@@ -36,14 +37,6 @@ def fp32_logits(net_meta, batch) -> np.ndarray:
     net, _ = net_meta
     with torch.inference_mode():
         return net(torch.from_numpy(batch)).numpy()
-
-
-def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), np.full_like(xx, 90)], 2)
-    img[(yy - h / 2) ** 2 + (xx - w / 3) ** 2 < (min(h, w) / 4) ** 2] = (230, 190, 160)
-    return np.clip(img + rng.integers(0, 20, img.shape), 0, 255).astype(np.uint8)
 
 
 @pytest.mark.parametrize(
