@@ -1,9 +1,9 @@
 """Inference speed (and, with a trained model, hand IoU) of every handseg inference path.
 
 One run, batch 1, ``--threads`` threads (default 2). For each input size it times the
-network alone on a normalised (1, 3, H, W) float32 array (median over ``--repeats`` runs
-after ``--warmup`` runs; the paths take turns, one call each, so that other load on the
-machine affects them alike), for
+network alone on a normalised (1, 3, H, W) float32 array (median over ``--repeats`` runs,
+each path in blocks of consecutive calls after ``--warmup`` runs, in two passes of opposite
+order so that other load on the machine affects them alike), for
 
 - the baseline a user would write: ``segmentation_models_pytorch.DeepLabV3Plus('resnet18',
   encoder_weights=None, classes=2)`` in fp32 eager mode (NCHW, ``torch.inference_mode``);
@@ -119,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     t_start = time.time()
 
-    # every path is timed round-robin (one call of each in turn), so that a change of load
-    # on the machine during the run hits all paths alike
+    # each path is timed in a block of consecutive calls, as a user's process runs it: PyTorch's
+    # OpenMP threads keep spinning for a while after a call and would steal the cores from an
+    # onnxruntime call made right after (round-robin timing measured onnx int8 1.5x slower).
+    # Two passes, the second in reverse order, so that a change of load hits all paths alike.
     rng = np.random.default_rng(0)
     inputs = {hw: rng.standard_normal((1, 3, *hw)).astype(np.float32) for hw in sizes}
     fns = {"baseline smp DeepLabV3Plus fp32 eager": _baseline()}
@@ -135,15 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = [{"path": k, "ms": {}} for k in fns]
     for hw in sizes:
         x = inputs[hw]
-        for f in fns.values():
-            for _ in range(args.warmup):
-                f(x)
         times: dict[str, list[float]] = {k: [] for k in fns}
-        for _ in range(args.repeats):
-            for k, f in fns.items():
-                t = time.perf_counter()
-                f(x)
-                times[k].append(time.perf_counter() - t)
+        order = list(fns.items())
+        for n, items in (
+            (args.repeats - args.repeats // 2, order),
+            (args.repeats // 2, order[::-1]),
+        ):
+            for k, f in items:
+                for _ in range(args.warmup):
+                    f(x)
+                for _ in range(n):
+                    t = time.perf_counter()
+                    f(x)
+                    times[k].append(time.perf_counter() - t)
         for row in rows:
             row["ms"][hw] = 1000 * statistics.median(times[row["path"]])
         print(f"timed {hw[0]}x{hw[1]}", file=sys.stderr)

@@ -31,7 +31,7 @@ def plain_loop(data: Path, out: Path, size, epochs: int, batch: int, seed: int) 
     from handseg.checkpoint import save_model_file
     from handseg.config import resolve_config
     from handseg.data import IMAGENET_MEAN, IMAGENET_STD, SegDataset, find_pairs, make_split
-    from handseg.model import HandSegNet
+    from handseg.model import HandSegNet, model_config
     from handseg.train import build_optimizer, build_scheduler
     from handseg.transforms import build_transform
 
@@ -41,7 +41,7 @@ def plain_loop(data: Path, out: Path, size, epochs: int, batch: int, seed: int) 
     split = make_split(find_pairs(data / "images", data / "masks"), cfg.split_fractions, seed)
     ds = SegDataset(split["train"], size, build_transform(list(cfg.augment)))
     dl = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True)
-    net = HandSegNet().train()
+    net = HandSegNet(model_config(2, cfg.output_stride, cfg.decoder_channels)).train()
     opt = build_optimizer(net, cfg)
     sched = build_scheduler(opt, cfg, len(dl))["scheduler"]
     t0 = time.perf_counter()

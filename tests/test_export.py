@@ -142,3 +142,30 @@ def test_cli_export_prints_the_parity_and_rejects_bad_names(model_file, tmp_path
     assert "error:" in capsys.readouterr().err
     assert main(["export", "--model", str(tmp_path / "none.pt"), "--out", str(out)]) == 2
     assert "none.pt" in capsys.readouterr().err
+
+
+def test_stride_32_network_exports_and_pads_to_its_own_stride(tmp_path):
+    """A light network (stride 32, narrow decoder) pads to multiples of 32 in the ONNX graph."""
+    from handseg.checkpoint import save_model_file
+    from handseg.model import HandSegNet, model_config
+    from handseg.runtime import ort_session
+
+    torch.manual_seed(0)
+    net = HandSegNet(model_config(2, output_stride=32, decoder_channels=16)).eval()
+    pt = save_model_file(
+        tmp_path / "light.pt",
+        net,
+        classes=("background", "hand"),
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+        input_size=INPUT_SIZE,
+    )
+    out = tmp_path / "light.onnx"
+    export_onnx(pt, out, n_checks=2)
+    for shape in [(1, 3, 101, 77), (1, 3, 40, 48)]:  # 40 and 48 are multiples of 16, not 32
+        x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+        got = ort_session(out).run(None, {INPUT_NAME: x})[0]
+        with torch.inference_mode():
+            ref = net(torch.from_numpy(x)).numpy()
+        assert got.shape == ref.shape == (1, 2, *shape[2:])
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-3)

@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from handseg.errors import HandsegError
-from handseg.model import HandSegNet, ModelConfig, resolve_backbone_weights
+from handseg.model import HandSegNet, ModelConfig, model_config, resolve_backbone_weights
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,34 @@ def test_gradients_reach_every_parameter():
     assert missing == []
 
 
+@pytest.mark.parametrize("stride", [8, 32])
+def test_other_output_strides_any_size_and_scaled_rates(stride):
+    torch.manual_seed(0)
+    net = HandSegNet(model_config(2, output_stride=stride, decoder_channels=16)).eval()
+    rates = [b[0].dilation[0] for b in net.decoder.aspp.branches[1:]]
+    assert rates == [r * 16 // stride for r in (6, 12, 18)]
+    assert all(b[0].out_channels == 16 for b in net.decoder.aspp.branches)
+    assert net.decoder.fuse[-1][0].out_channels == 16
+    with torch.no_grad():
+        feats = net.encoder(torch.zeros(1, 3, 64, 96))
+        y = net(torch.randn(1, 3, 50, 70))  # not a multiple of the stride: padded inside
+    assert feats[-1].shape[-2:] == (64 // stride, 96 // stride)
+    assert y.shape == (1, 2, 50, 70) and torch.isfinite(y).all()
+
+
+def test_bad_architecture_options_are_clear_errors():
+    with pytest.raises(HandsegError, match="output stride"):
+        model_config(2, output_stride=4)
+    with pytest.raises(HandsegError, match="decoder channels"):
+        model_config(2, decoder_channels=2)
+
+
 def test_config_round_trip():
-    cfg = ModelConfig(num_classes=3, aspp_rates=(3, 6, 9))
+    cfg = ModelConfig(num_classes=3, aspp_rates=(3, 6, 9), output_stride=32)
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    # model files written before output_stride existed read as MATLAB's stride 16
+    old = {k: v for k, v in cfg.to_dict().items() if k != "output_stride"}
+    assert ModelConfig.from_dict(old).output_stride == 16
 
 
 def _tv_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:

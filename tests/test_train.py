@@ -63,6 +63,26 @@ def test_run_directory_holds_every_file(two_epoch_run):
     assert len(cfg["class_weights"]) == 2
 
 
+def test_model_file_rebuilds_the_presets_light_network(two_epoch_run):
+    """The scratch preset's architecture options reach the model file, which rebuilds it."""
+    from handseg.checkpoint import read_model_file
+
+    net, meta = read_model_file(two_epoch_run / "model.pt")
+    assert (net.cfg.output_stride, net.cfg.decoder_channels) == (32, 64)
+    assert net.cfg.aspp_rates == (3, 6, 9)
+    assert net.classifier.in_channels == 64
+    with torch.no_grad():
+        assert net.eval()(torch.zeros(1, 3, 50, 70)).shape == (1, 2, 50, 70)
+
+
+def test_architecture_flags_override_the_preset(tmp_path):
+    cfg = resolve_config({"preset": "scratch", "output_stride": 16, "decoder_channels": 256})
+    assert (cfg.output_stride, cfg.decoder_channels) == (16, 256)
+    assert resolve_config({}).output_stride == 16  # seed = MATLAB's layout
+    with pytest.raises(HandsegError, match="output_stride"):
+        resolve_config({"output_stride": 4})
+
+
 def test_loss_falls_over_two_epochs(two_epoch_run):
     rows = _rows(two_epoch_run)
     train_rows = [r for r in rows if r["train_loss"]]

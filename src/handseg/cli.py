@@ -135,6 +135,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         metavar="W",
         help="auto | imagenet | none | PATH to a torchvision ResNet-18 state dict (default auto)",
     )
+    o.add_argument(
+        "--output-stride",
+        type=int,
+        choices=[8, 16, 32],
+        help="encoder output stride: 16 = MATLAB's (dilated last stage), 32 = about 2x faster "
+        "(default: the preset's; scratch 32)",
+    )
+    o.add_argument(
+        "--decoder-channels",
+        type=int,
+        metavar="N",
+        help="width of the ASPP branches and decoder convolutions: 256 = MATLAB's "
+        "(default: the preset's; scratch 64)",
+    )
     o.add_argument("--class-weighting", choices=["median-frequency", "none"])
     o.add_argument("--optimizer", choices=["sgd", "adamw"])
     o.add_argument("--lr", type=float, help="initial learning rate of the backbone")
@@ -190,7 +204,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 _TRAIN_KEYS = (
     "images masks split image_size split_fractions seed classes hand_value cache preset "
-    "backbone_weights class_weighting optimizer lr momentum weight_decay head_lr_factor schedule "
+    "backbone_weights output_stride decoder_channels class_weighting optimizer lr momentum weight_decay head_lr_factor schedule "
     "lr_drop_factor lr_drop_period warmup_epochs epochs batch_size patience max_steps augment "
     "backgrounds background_prob synthetic_fraction device devices num_nodes strategy workers "
     "precision out evaluate_test"

@@ -38,7 +38,6 @@ from torch import nn
 
 from handseg import __version__
 from handseg.errors import HandsegError
-from handseg.model import OUTPUT_STRIDE
 
 __all__ = [
     "ONNX_FORMAT",
@@ -87,8 +86,9 @@ class _PadToStride(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph = (OUTPUT_STRIDE - h % OUTPUT_STRIDE) % OUTPUT_STRIDE
-        pw = (OUTPUT_STRIDE - w % OUTPUT_STRIDE) % OUTPUT_STRIDE
+        stride = self.net.cfg.output_stride
+        ph = (stride - h % stride) % stride
+        pw = (stride - w % stride) % stride
         x = F.pad(x, (0, pw, 0, ph))
         return self.net(x)[..., :h, :w]
 

@@ -32,13 +32,15 @@ __all__ = [
     "ModelConfig",
     "HandSegNet",
     "build_model",
+    "model_config",
     "load_backbone_weights",
     "resolve_backbone_weights",
 ]
 
 log = logging.getLogger(__name__)
 
-OUTPUT_STRIDE = 16
+OUTPUT_STRIDE = 16  # MATLAB's (and the default); ModelConfig.output_stride may be 8, 16 or 32
+OUTPUT_STRIDES = (8, 16, 32)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class ModelConfig:
     aspp_channels: int = 256
     lowlevel_channels: int = 48
     decoder_channels: int = 256
+    output_stride: int = OUTPUT_STRIDE
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -119,8 +122,16 @@ class HandSegNet(nn.Module):
         import segmentation_models_pytorch as smp
 
         self.cfg = cfg or ModelConfig()
+        if self.cfg.output_stride not in OUTPUT_STRIDES:
+            raise HandsegError(
+                f"output stride must be one of {OUTPUT_STRIDES}, got {self.cfg.output_stride}"
+            )
         self.encoder = smp.encoders.get_encoder(
-            self.cfg.encoder_name, in_channels=3, depth=5, weights=None, output_stride=OUTPUT_STRIDE
+            self.cfg.encoder_name,
+            in_channels=3,
+            depth=5,
+            weights=None,
+            output_stride=self.cfg.output_stride,
         )
         chans = self.encoder.out_channels  # (3, 64, 64, 128, 256, 512) for resnet18
         self.decoder = _Decoder(self.cfg, high_ch=chans[-1], low_ch=chans[2])
@@ -132,8 +143,9 @@ class HandSegNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph = (-h) % OUTPUT_STRIDE
-        pw = (-w) % OUTPUT_STRIDE
+        stride = self.cfg.output_stride
+        ph = (-h) % stride
+        pw = (-w) % stride
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph))
         feats = self.encoder(x)  # strides 1, 2, 4, 8, 16, 16
@@ -144,6 +156,30 @@ class HandSegNet(nn.Module):
 
 def build_model(cfg: ModelConfig | None = None) -> HandSegNet:
     return HandSegNet(cfg)
+
+
+def model_config(
+    num_classes: int = 2, output_stride: int = OUTPUT_STRIDE, decoder_channels: int = 256
+) -> ModelConfig:
+    """The architecture for the training options ``output_stride`` and ``decoder_channels``
+    (the ASPP branches and the decoder convolutions get ``decoder_channels`` each).
+
+    The ASPP rates 6/12/18 belong to stride 16; they scale with the stride, as in the
+    DeepLab papers (12/24/36 at stride 8, 3/6/9 at stride 32), so that each branch keeps
+    its field of view in pixels of the photo.
+    """
+    if output_stride not in OUTPUT_STRIDES:
+        raise HandsegError(f"output stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+    if decoder_channels < 8:
+        raise HandsegError(f"decoder channels must be at least 8, got {decoder_channels}")
+    rates = tuple(r * OUTPUT_STRIDE // output_stride for r in ModelConfig.aspp_rates)
+    return ModelConfig(
+        num_classes=num_classes,
+        aspp_rates=rates,
+        aspp_channels=decoder_channels,
+        decoder_channels=decoder_channels,
+        output_stride=output_stride,
+    )
 
 
 # --- backbone weights --------------------------------------------------------------------

@@ -30,7 +30,7 @@ from torch import nn
 from handseg.config import TrainConfig, save_config
 from handseg.device import accelerator, training_precision
 from handseg.errors import HandsegError
-from handseg.model import HandSegNet, ModelConfig, resolve_backbone_weights
+from handseg.model import HandSegNet, model_config, resolve_backbone_weights
 
 __all__ = [
     "train",
@@ -51,6 +51,10 @@ class NonFiniteLossError(RuntimeError):
 
 
 # --- optimisation ------------------------------------------------------------------------
+
+
+def _model_config(cfg: TrainConfig):
+    return model_config(len(cfg.classes), cfg.output_stride, cfg.decoder_channels)
 
 
 def param_groups(model: HandSegNet, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -154,7 +158,7 @@ class SegModule(_lightning().LightningModule):
     ):
         super().__init__()
         self.cfg = cfg
-        self.net = model or HandSegNet(ModelConfig(num_classes=len(cfg.classes)))
+        self.net = model or HandSegNet(_model_config(cfg))
         w = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", w, persistent=False)
         self.steps_per_epoch = steps_per_epoch
@@ -499,7 +503,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         1, math.ceil(len(train_ds) / (cfg.batch_size * cfg.devices * cfg.num_nodes))
     )
 
-    net = HandSegNet(ModelConfig(num_classes=len(cfg.classes)))
+    net = HandSegNet(_model_config(cfg))
     used = resolve_backbone_weights(net, cfg.backbone_weights) if not resume else None
     if resume:
         used = _previous_backbone(out)
