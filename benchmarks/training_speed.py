@@ -1,12 +1,16 @@
 """Training speed and memory on the CPU: a plain fp32 PyTorch loop vs ``handseg train``.
 
-Same network (HandSegNet), same data (built-in synthetic hands), same batch size, same
-optimiser and schedule (the scratch preset's), same number of epochs. The plain loop is
+Same network (the scratch preset's HandSegNet), same data (built-in synthetic hands, or
+``--real DIR``, e.g. arsl-bg11), same batch size, same optimiser, schedule and augmentation
+(the scratch preset's), same number of epochs; the test hand IoU of each result (the plain
+loop's last network, handseg's model.pt) is scored with the exact fp32 network. The plain loop is
 what a user would write: fp32, contiguous tensors, images decoded every epoch. handseg adds
 bf16 autocast where the CPU has native bf16, channels_last, and the in-memory cache.
 Each variant runs in its own process so its peak RSS is its own (``os.wait4``).
 
     python benchmarks/training_speed.py                 # speed + final test IoU
+    python benchmarks/training_speed.py --real ../shared/data/arsl-bg11 --image-size 384 512 \
+        --epochs 80 --skip-memory
     python benchmarks/training_speed.py --memory-only   # peak memory, 100 vs 1000 images
 """
 
@@ -98,8 +102,9 @@ def child(args) -> None:
     from handseg.predict import load_model
 
     iou = None
-    if args.max_steps <= 0:
-        res = evaluate_model(load_model(out / "model.pt"), r["test"], progress=False)
+    if args.max_steps <= 0:  # both scored with the exact fp32 network
+        pred = load_model(out / "model.pt", runtime="torch", precision="fp32")
+        res = evaluate_model(pred, r["test"], progress=False)
         iou = res["classes"]["hand"]["IoU"]
     r.pop("test")
     print("RESULT " + json.dumps(r | {"hand_iou": iou}))
@@ -125,6 +130,9 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT / "bench-output" / "synth-train"))
     ap.add_argument("--out", default=str(ROOT / "bench-output" / "training_speed"))
     ap.add_argument("-n", type=int, default=150, help="synthetic images")
+    ap.add_argument(
+        "--real", metavar="DIR", help="time training on this photo/mask folder (e.g. arsl-bg11)"
+    )
     ap.add_argument("--image-size", type=int, nargs=2, default=(128, 160))
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -132,6 +140,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--memory-only", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
     a = ap.parse_args()
     if a.child:
         return child(a)
@@ -140,13 +149,19 @@ def main() -> None:
 
     out = Path(a.out)
     if not a.memory_only:
-        data = Path(a.data) / f"n{a.n}"
-        if not (data / "images").is_dir():
-            make_synthetic(data, n=a.n, size=tuple(a.image_size), seed=1, progress=False)
+        if a.real:
+            data = Path(a.real)
+            what = f"{data.name} photos"
+        else:
+            data = Path(a.data) / f"n{a.n}"
+            what = f"{a.n} synthetic images"
+            if not (data / "images").is_dir():
+                make_synthetic(data, n=a.n, size=tuple(a.image_size), seed=1, progress=False)
         res = {v: run_child(v, data, out / v, a) for v in ("plain", "handseg")}
         print(
-            f"\n{a.n} synthetic images ({int(a.n * 0.6)} train) at {a.image_size[0]}x"
-            f"{a.image_size[1]}, batch {a.batch_size}, {a.epochs} epochs, {a.threads} threads"
+            f"\n{what} (60/20/20 split, seed {a.seed}) at {a.image_size[0]}x"
+            f"{a.image_size[1]}, batch {a.batch_size}, {a.epochs} epochs, {a.threads} threads; "
+            "test hand IoU scored with the exact fp32 network"
         )
         print("| variant | images/s | speed-up | final test hand IoU | peak RSS |")
         print("|---|---|---|---|---|")
@@ -158,6 +173,8 @@ def main() -> None:
                 f"| {name} | {ips:.1f} | {ips / base:.2f}x | {r['hand_iou']:.4f} | "
                 f"{r['peak_rss_mib']:.0f} MiB |"
             )
+    if a.skip_memory:
+        return
     # memory: handseg training (cache off, the default) on 100 vs 1000 images, fixed steps
     print("\n| images in the set | peak RSS, handseg train (30 iterations, cache off) |")
     print("|---|---|")

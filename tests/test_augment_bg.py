@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handseg.augment_bg import BackgroundComposite, composite
+from handseg.augment_bg import BackgroundComposite, background_factory, composite
 from handseg.backgrounds import BackgroundSource
 from handseg.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from handseg.errors import HandsegError
@@ -232,3 +232,41 @@ def test_synthetic_dataset_concat_with_transform():
     ds = torch.utils.data.ConcatDataset([SyntheticDataset(2, (32, 48), 0, transform=t)])
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
     assert batch[0].shape == (2, 3, 32, 48) and batch[1].shape == (2, 32, 48)
+
+
+def test_background_families_option_reaches_compositing_and_synthetic_hands():
+    """--background-families restricts both the compositing backgrounds and the synthetic
+    hands' backgrounds (so a benchmark can hold a family out of training)."""
+    from handseg.config import resolve_config
+    from handseg.synthetic import SyntheticDataset, render_sample
+    from handseg.train import _augment_options, _with_synthetic
+
+    cfg = resolve_config(
+        {
+            "preset": "scratch",
+            "augment": ["seed", "background"],
+            "background_families": ["plain", "gradient"],
+            "synthetic_fraction": 0.5,
+            "image_size": [32, 48],
+        }
+    )
+    assert cfg.background_families == ("plain", "gradient")
+    assert _augment_options(cfg)["background_families"] == ("plain", "gradient")
+    composite = background_factory(**_augment_options(cfg))
+    assert composite.source.families == ("plain", "gradient")
+
+    mixed = _with_synthetic(list(range(4)), cfg)  # 4 real samples -> 4 synthetic ones
+    synth = mixed.datasets[1]
+    assert len(synth) == 4
+    image, mask = synth.load(2)
+    ref = render_sample(
+        np.random.default_rng([cfg.seed, 2]),
+        (32, 48),
+        backgrounds=BackgroundSource(families=("plain", "gradient")),
+    )
+    assert np.array_equal(image, ref[0]) and np.array_equal(mask, ref[1])
+    # the default (all families) draws different backgrounds for the same sample
+    assert not np.array_equal(SyntheticDataset(4, (32, 48), cfg.seed).load(2)[0], image)
+
+    with pytest.raises(HandsegError, match="unknown background family carpet"):
+        resolve_config({"background_families": ["plain", "carpet"]})

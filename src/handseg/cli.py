@@ -178,6 +178,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--background-prob", type=float, help="probability of a new background")
     a.add_argument(
+        "--background-families",
+        nargs="+",
+        metavar="NAME",
+        help="built-in backgrounds for --augment background and the synthetic hands: plain, "
+        "gradient, texture, clutter, indoor, skin (default all)",
+    )
+    a.add_argument(
         "--synthetic-fraction", type=float, help="share of synthetic hands mixed into training"
     )
     h = p.add_argument_group("hardware")
@@ -204,10 +211,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 _TRAIN_KEYS = (
     "images masks split image_size split_fractions seed classes hand_value cache preset "
-    "backbone_weights output_stride decoder_channels class_weighting optimizer lr momentum weight_decay head_lr_factor schedule "
-    "lr_drop_factor lr_drop_period warmup_epochs epochs batch_size patience max_steps augment "
-    "backgrounds background_prob synthetic_fraction device devices num_nodes strategy workers "
-    "precision out evaluate_test"
+    "backbone_weights output_stride decoder_channels class_weighting optimizer lr momentum "
+    "weight_decay head_lr_factor schedule lr_drop_factor lr_drop_period warmup_epochs epochs "
+    "batch_size patience max_steps augment backgrounds background_prob background_families "
+    "synthetic_fraction device devices num_nodes strategy workers precision out evaluate_test"
 ).split()
 
 

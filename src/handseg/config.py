@@ -59,6 +59,7 @@ class TrainConfig:
     augment: tuple[str, ...] = ("seed",)
     backgrounds: str | None = None  # folder of background photos for --augment background
     background_prob: float = 0.5
+    background_families: tuple[str, ...] = ()  # built-in generators to draw from; () = all
     synthetic_fraction: float = 0.0
     # hardware
     device: str = "auto"  # auto | cpu | gpu | cuda | mps
@@ -176,6 +177,14 @@ def _validate(cfg: TrainConfig) -> None:
         )
     if cfg.class_weighting not in ("median-frequency", "none"):
         raise HandsegError("class_weighting must be median-frequency or none")
+    from handseg.backgrounds import FAMILIES
+
+    unknown = [f for f in cfg.background_families if f not in FAMILIES]
+    if unknown:
+        raise HandsegError(
+            f"unknown background famil{'y' if len(unknown) == 1 else 'ies'} "
+            f"{', '.join(unknown)}; choose from {', '.join(FAMILIES)}"
+        )
     if cfg.output_stride not in (8, 16, 32):
         raise HandsegError(f"output_stride must be 8, 16 or 32, got {cfg.output_stride}")
     if cfg.decoder_channels < 8:

@@ -746,6 +746,8 @@ class SyntheticDataset:
         transform: optional paired transform ``t(image_uint8, mask_uint8)`` applied after
             rendering (see :mod:`handseg.transforms`).
         cache: keep rendered samples in memory (before the transform).
+        families: built-in background families to draw from (None = all, a quarter of
+            them skin-coloured distractors), as in :func:`make_synthetic`.
     """
 
     def __init__(
@@ -756,7 +758,10 @@ class SyntheticDataset:
         transform=None,
         *,
         cache: bool = True,
+        families: tuple[str, ...] | None = None,
     ) -> None:
+        from handseg.backgrounds import BackgroundSource
+
         if n < 1:
             raise HandsegError(f"number of synthetic images must be at least 1, got {n}")
         if seed < 0:
@@ -767,6 +772,7 @@ class SyntheticDataset:
         self.transform = transform
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._source = BackgroundSource(families=tuple(families)) if families else None
 
     def __len__(self) -> int:
         return self.n
@@ -780,7 +786,8 @@ class SyntheticDataset:
             raise IndexError(f"synthetic sample {i} out of range 0..{self.n - 1}")
         if i in self._cache:
             return self._cache[i]
-        image, mask = render_sample(np.random.default_rng([self.seed, i]), self.size)
+        rng = np.random.default_rng([self.seed, i])
+        image, mask = render_sample(rng, self.size, backgrounds=self._source)
         if self.cache:
             image.setflags(write=False)
             mask.setflags(write=False)

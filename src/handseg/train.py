@@ -666,6 +666,7 @@ def _augment_options(cfg: TrainConfig) -> dict[str, Any]:
     if "background" in cfg.augment:
         opts["backgrounds"] = cfg.backgrounds
         opts["background_prob"] = cfg.background_prob
+        opts["background_families"] = cfg.background_families or None
     return opts
 
 
@@ -676,7 +677,12 @@ def _with_synthetic(ds, cfg: TrainConfig):
 
     n = max(1, round(len(ds) * cfg.synthetic_fraction / (1 - cfg.synthetic_fraction)))
     return torch.utils.data.ConcatDataset(
-        [ds, SyntheticDataset(n, tuple(cfg.image_size), cfg.seed)]
+        [
+            ds,
+            SyntheticDataset(
+                n, tuple(cfg.image_size), cfg.seed, families=cfg.background_families or None
+            ),
+        ]
     )
 
 
