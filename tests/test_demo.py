@@ -80,3 +80,16 @@ def test_demo_refuses_a_folder_it_did_not_write(tmp_path, capsys):
     assert err.startswith("error:") and str(tmp_path) in err
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "data").exists()
+
+
+def test_demo_families_flag(monkeypatch):
+    """The demo's photos use the default families unless --families says otherwise."""
+    import handseg.demo
+    from handseg.demo import DEMO_DEFAULTS
+
+    seen = []
+    monkeypatch.setattr(handseg.demo, "run_demo", lambda out, **kw: seen.append(kw["families"]))
+    assert main(["demo", "--out", "x"]) == 0
+    assert main(["demo", "--out", "x", "--families", "plain", "skin"]) == 0
+    assert main(["demo", "--out", "x", "--families", "all"]) == 0
+    assert seen == [tuple(DEMO_DEFAULTS["families"]), ("plain", "skin"), None]

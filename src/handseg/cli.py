@@ -480,6 +480,16 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help=f"photo and training size, height width (default {h} {w})",
     )  # fmt: skip
     p.add_argument("--epochs", type=int, default=e, help=f"training epochs (default {e})")
+    fam = " ".join(DEMO_DEFAULTS["families"])
+    p.add_argument(
+        "--families",
+        nargs="+",
+        metavar="NAME",
+        default=list(DEMO_DEFAULTS["families"]),
+        help="background families of the synthetic photos: plain gradient texture clutter "
+        f"indoor skin, or all (default {fam}: the hardest ones, skin-coloured distractors and "
+        "indoor scenes, need far more training than a demo's few minutes)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
     p.set_defaults(func=_run_demo)
@@ -490,7 +500,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
     run_demo(
         args.out, n=args.n, size=tuple(args.size), epochs=args.epochs, seed=args.seed,
-        device=args.device,
+        device=args.device, families=None if "all" in args.families else tuple(args.families),
     )  # fmt: skip
     return 0
 
