@@ -102,7 +102,8 @@ def test_model_file_is_self_describing_and_reloads_identically(two_epoch_run):
     assert obj["classes"] == ["background", "hand"]
     assert obj["input_size"] == [64, 80]
     assert obj["normalization"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
-    assert obj["model"]["aspp_rates"] == [6, 12, 18]
+    assert obj["model"]["aspp_rates"] == [3, 6, 9]  # the scratch preset: stride 32
+    assert obj["model"]["output_stride"] == 32 and obj["model"]["decoder_channels"] == 64
     assert "torch" in obj["versions"] and "train_config" in obj
     assert 0 <= obj["metrics"]["test"]["hand_IoU"] <= 1
     image = (np.random.default_rng(0).random((70, 90, 3)) * 255).astype(np.uint8)
