@@ -10,8 +10,8 @@ evaluates the test split, draws overlays of the test photos and writes an HTML r
       overlays/          <name>_overlay.jpg and <name>_mask.png for every test photo
       data/              the synthetic photos (images/) and masks (masks/)
 
-The defaults are sized to finish in about five minutes on two CPU cores; the measured
-test-split hand IoU is about 0.87 (BENCHMARKS.md, "make demo").
+The defaults are sized to finish in about four minutes on two CPU cores; the measured
+test-split hand IoU is 0.84-0.87 (BENCHMARKS.md, "make demo").
 """
 
 from __future__ import annotations
