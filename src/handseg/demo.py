@@ -35,7 +35,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
 background families of the photos. The harder families (``clutter``, ``indoor`` and the
 skin-coloured distractors of ``skin``) need far more training than a demo's few minutes:
 with them the test hand IoU stayed at 0.65-0.74 in every measured variant; without them
-it is about 0.87 (BENCHMARKS.md)."""
+it is 0.84-0.87 (BENCHMARKS.md)."""
 
 DEMO_TRAIN_OVERRIDES: dict[str, Any] = {
     "batch_size": 4,
