@@ -55,6 +55,14 @@ class ModelConfig:
     decoder_channels: int = 256
     output_stride: int = OUTPUT_STRIDE
 
+    def __post_init__(self) -> None:
+        if self.output_stride not in OUTPUT_STRIDES:
+            raise HandsegError(
+                f"output stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}"
+            )
+        if self.decoder_channels < 8:
+            raise HandsegError(f"decoder channels must be at least 8, got {self.decoder_channels}")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["aspp_rates"] = list(self.aspp_rates)
@@ -122,10 +130,6 @@ class HandSegNet(nn.Module):
         import segmentation_models_pytorch as smp
 
         self.cfg = cfg or ModelConfig()
-        if self.cfg.output_stride not in OUTPUT_STRIDES:
-            raise HandsegError(
-                f"output stride must be one of {OUTPUT_STRIDES}, got {self.cfg.output_stride}"
-            )
         self.encoder = smp.encoders.get_encoder(
             self.cfg.encoder_name,
             in_channels=3,
@@ -168,18 +172,14 @@ def model_config(
     DeepLab papers (12/24/36 at stride 8, 3/6/9 at stride 32), so that each branch keeps
     its field of view in pixels of the photo.
     """
-    if output_stride not in OUTPUT_STRIDES:
-        raise HandsegError(f"output stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
-    if decoder_channels < 8:
-        raise HandsegError(f"decoder channels must be at least 8, got {decoder_channels}")
-    rates = tuple(r * OUTPUT_STRIDE // output_stride for r in ModelConfig.aspp_rates)
-    return ModelConfig(
+    cfg = ModelConfig(  # validates the stride and the width
         num_classes=num_classes,
-        aspp_rates=rates,
         aspp_channels=decoder_channels,
         decoder_channels=decoder_channels,
         output_stride=output_stride,
     )
+    cfg.aspp_rates = tuple(r * OUTPUT_STRIDE // output_stride for r in cfg.aspp_rates)
+    return cfg
 
 
 # --- backbone weights --------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 Pre-processing is stored with the model (input size, normalisation), never copied here:
 an input of any size is resized to the area the network was trained at (keeping its aspect
-ratio), normalised, run through the network (which pads to a multiple of its output stride itself), and the
-hand-vs-background logit margin is resized back to the requested output size and
-thresholded. For two classes that equals the argmax of bilinearly upsampled logits.
+ratio), normalised, run through the network (which pads to a multiple of its output stride
+itself), and the hand-vs-background logit margin is resized back to the requested output
+size and thresholded. For two classes that equals the argmax of bilinearly upsampled logits.
 
 Folder and video prediction (the ``handseg predict`` command) live here too:
 :func:`expand_inputs` turns files, folders and globs into a list of paths,

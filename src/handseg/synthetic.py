@@ -716,11 +716,9 @@ def make_synthetic(
     images.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
     digits = max(4, len(str(n - 1)))
-    from handseg.backgrounds import BackgroundSource
-
-    source = BackgroundSource(families=families) if families else None
+    samples = SyntheticDataset(n, (h, w), seed, cache=False, families=families)
     for i in tqdm(range(n), desc="synth", unit="img", disable=not progress):
-        image, mask = render_sample(np.random.default_rng([seed, i]), (h, w), backgrounds=source)
+        image, mask = samples.load(i)
         stem = f"synth_{i:0{digits}d}"
         Image.fromarray(image, "RGB").save(images / f"{stem}.png", compress_level=4)
         Image.fromarray(mask * np.uint8(255), "L").save(masks / f"{stem}_mask.png")
