@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handseg.augment_bg import BackgroundComposite, background_factory, composite
+from handseg.augment_bg import BackgroundComposite, background_factory, camouflage, composite
 from handseg.backgrounds import BackgroundSource
 from handseg.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from handseg.errors import HandsegError
@@ -167,6 +167,28 @@ def test_placement_moves_hand_and_labels_new_border_background():
     assert moved >= 5
 
 
+def test_camouflage_brings_the_background_to_the_hand_colour(tmp_path):
+    folder = _solid_folder(tmp_path, (0, 200, 40))  # green: far from skin
+    image, mask = _sample()
+    hand_colour = np.median(image[mask == 1], axis=0)
+    t = BackgroundComposite(BackgroundSource(folder, families=()), p=1.0, feather=(0, 0),
+                            arm_prob=0.0, camouflage_prob=1.0)  # fmt: skip
+    for seed in range(4):
+        out, out_mask = t(image, mask, np.random.default_rng(seed))
+        assert out_mask is mask
+        np.testing.assert_array_equal(out[mask == 1], image[mask == 1])
+        bg = out[mask != 1].astype(np.float32).mean(0)
+        # red rises from 0 and green falls from 200 towards the hand's colour
+        assert np.abs(bg - hand_colour).max() < np.abs(np.float32((0, 200, 40)) - hand_colour).max()
+        assert bg[0] > 60 and bg[1] < 190
+    # the texture survives: a striped background stays striped, scaled per channel
+    stripes = np.zeros((H, W, 3), np.float32)
+    stripes[::2] = (40, 80, 120)
+    stripes[1::2] = (80, 160, 240)
+    out = camouflage(stripes, image[mask == 1], np.random.default_rng(0))
+    assert out.shape == stripes.shape and (out[1::2] > out[::2]).all()
+
+
 def test_composite_function_keeps_hand_exact():
     image, mask = _sample()
     hand = mask == 1
@@ -181,6 +203,8 @@ def test_registered_name_and_bad_options(tmp_path):
     assert any(isinstance(s, BackgroundComposite) and s.p == 0.7 for s in t.transforms)
     with pytest.raises(HandsegError, match="within 0..1"):
         BackgroundComposite(p=1.5)
+    with pytest.raises(HandsegError, match="camouflage_prob must be within 0..1"):
+        BackgroundComposite(camouflage_prob=-0.1)
     with pytest.raises(HandsegError, match="does not exist"):
         build_transform(["background"], backgrounds=str(tmp_path / "missing"))
 

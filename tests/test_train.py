@@ -258,3 +258,34 @@ def test_config_file_and_flags(tmp_path):
     f.write_text("!!python/object/apply:os.system ['echo pwned']\n")
     with pytest.raises(HandsegError, match="not valid YAML"):
         resolve_config({}, f)
+
+
+def test_dice_loss_option_adds_the_soft_dice_term(tmp_path):
+    """--loss ce+dice trains on cross-entropy + soft Dice; validation stays cross-entropy."""
+    import torch.nn.functional as F
+
+    cfg = resolve_config(TINY | {"preset": "scratch", "loss": "ce+dice", "out": str(tmp_path)})
+    module = SegModule(cfg, None)
+    module.log = lambda *a, **k: None  # no trainer attached
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    y = torch.zeros(2, 32, 32, dtype=torch.long)
+    y[:, 8:20, 10:24] = 1
+    y[:, :, :2] = 255  # ignored pixels count in neither term
+    module.eval()  # deterministic: no dropout, fixed batch-norm statistics
+    loss = module.training_step((x, y), 0)
+    with torch.no_grad():
+        logits = module(x).float()
+    ce = F.cross_entropy(logits, y, ignore_index=255)
+    valid = y != 255
+    p = logits.softmax(1)
+    onehot = torch.stack([(y == 0) & valid, (y == 1) & valid], 1).float()
+    pv = p * valid[:, None]
+    inter, card = (pv * onehot).sum((0, 2, 3)), (pv + onehot).sum((0, 2, 3))
+    dice = (1 - 2 * inter / card.clamp(min=1e-7)).mean()
+    assert loss.item() == pytest.approx((ce + dice).item(), rel=1e-4)
+    assert loss.item() > ce.item() + 0.1  # the Dice term is really there
+    plain = SegModule(resolve_config(TINY | {"out": str(tmp_path)}), None)
+    assert plain.dice is None and resolve_config({}).loss == "ce"  # MATLAB's default
+    with pytest.raises(HandsegError, match="loss must be ce or ce\\+dice"):
+        resolve_config({"loss": "focal"})

@@ -28,6 +28,11 @@ Choices, and why:
 - **Ignore pixels are composited like background** (their label stays ignore): after a
   geometric transform they are the black out-of-frame border, which must not survive as
   a cue either.
+- **Camouflage.** With probability ``camouflage_prob`` the new background is recoloured
+  towards the hand's own colour (its texture kept): skin-toned walls, wood, a face or a
+  jumper right behind the hand. Without such photos the network learns "skin colour on a
+  contrasting background" and marks any skin-toned surface as hand; camouflaged
+  backgrounds force it to use shape and texture.
 - **Placement.** With probability ``placement_prob`` the hand is first moved and scaled
   (hand kept inside the frame); the frame's uncovered border is then genuinely new
   background and is labelled 0, the one case where the mask changes (with the hand).
@@ -48,7 +53,7 @@ from handseg.backgrounds import BackgroundSource
 from handseg.errors import HandsegError
 from handseg.transforms import PairedTransform
 
-__all__ = ["BackgroundComposite", "background_factory", "composite"]
+__all__ = ["BackgroundComposite", "background_factory", "camouflage", "composite"]
 
 Array = np.ndarray
 
@@ -66,6 +71,8 @@ class BackgroundComposite(PairedTransform):
         placement_prob: probability of moving and scaling the hand first
             (``placement_scale``, log-uniform), keeping it inside the frame.
         placement_scale: scale range for placement.
+        camouflage_prob: probability of recolouring the background towards the hand's
+            colour (:func:`camouflage`).
 
     ``t(image, mask, rng)`` takes image (H, W, 3) uint8 and mask (H, W) uint8 in
     {0, 1, 255} and returns a new image of the same shape and the mask unchanged (the
@@ -81,8 +88,11 @@ class BackgroundComposite(PairedTransform):
         arm_prob: float = 0.5,
         placement_prob: float = 0.0,
         placement_scale: tuple[float, float] = (0.7, 1.3),
+        camouflage_prob: float = 0.0,
     ) -> None:
-        for name, v in (("p", p), ("arm_prob", arm_prob), ("placement_prob", placement_prob)):
+        probs = {"p": p, "arm_prob": arm_prob, "placement_prob": placement_prob}
+        probs["camouflage_prob"] = camouflage_prob
+        for name, v in probs.items():
             if not 0.0 <= float(v) <= 1.0:
                 raise HandsegError(f"background augmentation: {name} must be within 0..1, got {v}")
         if len(feather) != 2 or not 0.0 <= feather[0] <= feather[1]:
@@ -99,6 +109,7 @@ class BackgroundComposite(PairedTransform):
         self.arm_prob = float(arm_prob)
         self.placement_prob = float(placement_prob)
         self.placement_scale = (float(placement_scale[0]), float(placement_scale[1]))
+        self.camouflage_prob = float(camouflage_prob)
 
     def apply(self, image: Array, mask: Array, rng: np.random.Generator) -> tuple[Array, Array]:
         if rng.random() >= self.p:
@@ -112,6 +123,8 @@ class BackgroundComposite(PairedTransform):
         hand = mask == 1  # (H, W) bool
         if not hand.any():
             return background.round().astype(np.uint8), mask
+        if self.camouflage_prob and rng.random() < self.camouflage_prob:
+            background = camouflage(background, image[hand], rng)
         if rng.random() < self.arm_prob:
             _paint_arm(background, hand, image, rng)
         sigma = float(rng.uniform(*self.feather))
@@ -156,6 +169,27 @@ def composite(image: Array, hand: Array, background: Array, sigma: float) -> Arr
     result = np.clip(out, 0, 255).round().astype(np.uint8)
     result[hand] = image[hand]
     return result
+
+
+def camouflage(background: Array, hand_pixels: Array, rng: np.random.Generator) -> Array:
+    """Recolour ``background`` towards the hand's colour, keeping its texture.
+
+    Args:
+        background: (H, W, 3) float32 0..255.
+        hand_pixels: (N, 3) uint8, the hand's pixels.
+        rng: random generator.
+
+    Returns:
+        (H, W, 3) float32: the background moved so that its mean colour is the hand's median
+        colour times a brightness factor (0.8-1.2) and a slight tint (±5 %), its contrast
+        scaled by 0.6-1.0, blended with the original by 0.6-1.0.
+    """
+    target = np.median(hand_pixels, axis=0).astype(np.float32) * rng.uniform(0.8, 1.2)
+    target *= rng.uniform(0.95, 1.05, 3).astype(np.float32)
+    mean = background.reshape(-1, 3).mean(0)  # (3,)
+    shifted = target + (background - mean) * np.float32(rng.uniform(0.6, 1.0))
+    t = np.float32(rng.uniform(0.6, 1.0))
+    return np.clip(background + t * (shifted - background), 0.0, 255.0)
 
 
 def _place(
@@ -260,7 +294,7 @@ def background_factory(**options: Any) -> BackgroundComposite:
 
     Options (others are ignored): ``backgrounds`` (folder of photos or None),
     ``background_prob`` (default 0.5), ``background_families`` (None = all),
-    ``folder_prob``, ``arm_prob``, ``placement_prob``, ``feather``.
+    ``folder_prob``, ``arm_prob``, ``placement_prob``, ``feather``, ``camouflage_prob``.
     """
     families = options.get("background_families")
     source = BackgroundSource(
@@ -268,5 +302,6 @@ def background_factory(**options: Any) -> BackgroundComposite:
         families=None if families is None else tuple(families),
         folder_prob=float(options.get("folder_prob", 0.5)),
     )
-    kw = {k: options[k] for k in ("arm_prob", "placement_prob", "feather") if k in options}
+    keys = ("arm_prob", "placement_prob", "feather", "camouflage_prob")
+    kw = {k: options[k] for k in keys if k in options}
     return BackgroundComposite(source, p=float(options.get("background_prob", 0.5)), **kw)

@@ -150,6 +150,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(default: the preset's; scratch 64)",
     )
     o.add_argument("--class-weighting", choices=["median-frequency", "none"])
+    o.add_argument(
+        "--loss",
+        choices=["ce", "ce+dice"],
+        help="training loss: ce = pixel cross-entropy (MATLAB's); ce+dice adds a soft Dice "
+        "term, which optimises overlap directly (validation loss stays cross-entropy)",
+    )
     o.add_argument("--optimizer", choices=["sgd", "adamw"])
     o.add_argument("--lr", type=float, help="initial learning rate of the backbone")
     o.add_argument("--momentum", type=float)
@@ -211,7 +217,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 _TRAIN_KEYS = (
     "images masks split image_size split_fractions seed classes hand_value cache preset "
-    "backbone_weights output_stride decoder_channels class_weighting optimizer lr momentum "
+    "backbone_weights output_stride decoder_channels class_weighting loss optimizer lr momentum "
     "weight_decay head_lr_factor schedule lr_drop_factor lr_drop_period warmup_epochs epochs "
     "batch_size patience max_steps augment backgrounds background_prob background_families "
     "synthetic_fraction device devices num_nodes strategy workers precision out evaluate_test"

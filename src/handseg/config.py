@@ -41,6 +41,7 @@ class TrainConfig:
     decoder_channels: int = 256  # ASPP and decoder width; 256 = MATLAB's
     # loss
     class_weighting: str = "median-frequency"  # median-frequency | none
+    loss: str = "ce"  # ce = MATLAB's cross-entropy | ce+dice = plus a soft Dice term
     # optimiser
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 1e-3
@@ -177,6 +178,8 @@ def _validate(cfg: TrainConfig) -> None:
         )
     if cfg.class_weighting not in ("median-frequency", "none"):
         raise HandsegError("class_weighting must be median-frequency or none")
+    if cfg.loss not in ("ce", "ce+dice"):
+        raise HandsegError(f"loss must be ce or ce+dice, got {cfg.loss!r}")
     from handseg.backgrounds import FAMILIES
 
     unknown = [f for f in cfg.background_families if f not in FAMILIES]

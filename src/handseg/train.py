@@ -146,8 +146,9 @@ def _lightning():
 
 
 class SegModule(_lightning().LightningModule):
-    """Weighted pixel cross-entropy on :class:`HandSegNet`; validation loss is the
-    pixel-weighted mean over the whole validation set (sums reduced across processes)."""
+    """Weighted pixel cross-entropy (plus a soft Dice term with ``loss: ce+dice``) on
+    :class:`HandSegNet`; validation loss is the pixel-weighted mean cross-entropy over the
+    whole validation set (sums reduced across processes)."""
 
     def __init__(
         self,
@@ -162,6 +163,11 @@ class SegModule(_lightning().LightningModule):
         w = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.register_buffer("class_weights", w, persistent=False)
         self.steps_per_epoch = steps_per_epoch
+        self.dice = None
+        if cfg.loss == "ce+dice":
+            from segmentation_models_pytorch.losses import DiceLoss
+
+            self.dice = DiceLoss("multiclass", ignore_index=IGNORE_INDEX)
         self._val_sums = torch.zeros(4, dtype=torch.float64)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,6 +188,8 @@ class SegModule(_lightning().LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         logits = self(x)
         loss = self._loss(logits, y)
+        if self.dice is not None:
+            loss = loss + self.dice(logits.float(), y)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"loss became {loss.item()} at iteration {self.global_step + 1}"
