@@ -7,7 +7,8 @@ Protocol (arsl-bg11, split 60/20/20 with seed 0, ``--preset scratch`` at ``--siz
   ``none``: the scratch preset's augmentation (seed flip/translate, scale-rotate, colour),
   no background compositing; ``background``: the same plus background compositing with
   probability ``--background-prob`` from the generator families in ``--train-families``
-  (by default plain, gradient, texture, clutter: ``indoor`` and ``skin`` are held out).
+  (by default plain, gradient, texture, clutter: ``indoor`` and ``skin`` are held out),
+  a share ``--camouflage-prob`` of them recoloured towards the hand's own colour.
 - test sets: ``plain`` = the 6 test-split photos as they are; ``shifted-<family>`` = the
   same 6 hands composited (:class:`handseg.augment_bg.BackgroundComposite`, arm bands
   included) onto ``--per-image`` backgrounds of one held-out family each, drawn with
@@ -65,7 +66,9 @@ def make_shifted(test_pairs, family: str, out: Path, per_image: int, seed: int) 
     images, masks = out / "images", out / "masks"
     images.mkdir(parents=True, exist_ok=True)
     masks.mkdir(parents=True, exist_ok=True)
-    t = BackgroundComposite(BackgroundSource(families=(family,)), p=1.0, arm_prob=0.5)
+    t = BackgroundComposite(
+        BackgroundSource(families=(family,)), p=1.0, arm_prob=0.5, camouflage_prob=0.0
+    )
     for i, (image_path, mask_path) in enumerate(test_pairs):
         mask = read_mask(mask_path)  # (720, 960) {0, 1}
         image = _resize_image(read_image(image_path), mask.shape[:2])  # photo to mask size
@@ -138,6 +141,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, help="override the scratch preset's epochs")
     ap.add_argument("--background-prob", type=float, default=0.5)
     ap.add_argument("--synthetic-fraction", type=float, default=0.0)
+    ap.add_argument("--camouflage-prob", type=float, default=0.0)
     ap.add_argument(
         "--train-families", nargs="+", default=["plain", "gradient", "texture", "clutter"]
     )
@@ -177,9 +181,12 @@ def main() -> None:
             "background_families": train_families,
             "background_prob": args.background_prob,
             "synthetic_fraction": args.synthetic_fraction,
+            "camouflage_prob": args.camouflage_prob,
         }
         aug = ("seed", "scale-rotate", "background", "color")
         label = f"scratch + background aug p={args.background_prob} ({', '.join(train_families)})"
+        if args.camouflage_prob:
+            label += f" + camouflage {args.camouflage_prob}"
         if args.synthetic_fraction:
             label += f" + synthetic {args.synthetic_fraction}"
         runs[label] = train_run(name, args.out, args, aug, **extra)

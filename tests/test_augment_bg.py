@@ -271,6 +271,7 @@ def test_background_families_option_reaches_compositing_and_synthetic_hands():
             "augment": ["seed", "background"],
             "background_families": ["plain", "gradient"],
             "synthetic_fraction": 0.5,
+            "camouflage_prob": 0.25,
             "image_size": [32, 48],
         }
     )
@@ -278,6 +279,7 @@ def test_background_families_option_reaches_compositing_and_synthetic_hands():
     assert _augment_options(cfg)["background_families"] == ("plain", "gradient")
     composite = background_factory(**_augment_options(cfg))
     assert composite.source.families == ("plain", "gradient")
+    assert composite.camouflage_prob == 0.25
 
     mixed = _with_synthetic(list(range(4)), cfg)  # 4 real samples -> 4 synthetic ones
     synth = mixed.datasets[1]
@@ -289,6 +291,14 @@ def test_background_families_option_reaches_compositing_and_synthetic_hands():
         backgrounds=BackgroundSource(families=("plain", "gradient")),
     )
     assert np.array_equal(image, ref[0]) and np.array_equal(mask, ref[1])
+    # synthetic hands get the real photos' augmentation
+    class Real(list):
+        transform = build_transform(["seed", "background"], background_prob=1.0)
+
+    augmented = _with_synthetic(Real(range(4)), cfg).datasets[1]
+    assert augmented.transform is Real.transform
+    # a new background every time (probability 1)
+    assert not np.array_equal(augmented[2][0].numpy(), synth[2][0].numpy())
     # the default (all families) draws different backgrounds for the same sample
     assert not np.array_equal(SyntheticDataset(4, (32, 48), cfg.seed).load(2)[0], image)
 

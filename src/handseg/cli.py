@@ -184,6 +184,12 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--background-prob", type=float, help="probability of a new background")
     a.add_argument(
+        "--camouflage-prob",
+        type=float,
+        help="share of new backgrounds recoloured towards the hand's own skin colour, so that "
+        "skin-coloured surroundings are not taken for hand (default 0)",
+    )
+    a.add_argument(
         "--background-families",
         nargs="+",
         metavar="NAME",
@@ -219,7 +225,8 @@ _TRAIN_KEYS = (
     "images masks split image_size split_fractions seed classes hand_value cache preset "
     "backbone_weights output_stride decoder_channels class_weighting loss optimizer lr momentum "
     "weight_decay head_lr_factor schedule lr_drop_factor lr_drop_period warmup_epochs epochs "
-    "batch_size patience max_steps augment backgrounds background_prob background_families "
+    "batch_size patience max_steps augment backgrounds background_prob camouflage_prob "
+    "background_families "
     "synthetic_fraction device devices num_nodes strategy workers precision out evaluate_test"
 ).split()
 

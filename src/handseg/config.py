@@ -60,6 +60,7 @@ class TrainConfig:
     augment: tuple[str, ...] = ("seed",)
     backgrounds: str | None = None  # folder of background photos for --augment background
     background_prob: float = 0.5
+    camouflage_prob: float = 0.0  # share of new backgrounds recoloured towards the hand's colour
     background_families: tuple[str, ...] = ()  # built-in generators to draw from; () = all
     synthetic_fraction: float = 0.0
     # hardware

@@ -422,6 +422,7 @@ def _summary(run: _Run) -> str:
             f"images resized to {_esc(size[0])}&times;{_esc(size[1])} pixels (height &times; "
             f"width), augmentation {_esc(', '.join(map(str, cfg.get('augment') or ['none'])))}, "
             f"{'median-frequency class weights' if cfg.get('class_weighting') == 'median-frequency' else 'no class weights'}, "
+            f"{'cross-entropy + Dice loss' if cfg.get('loss') == 'ce+dice' else 'cross-entropy loss'}, "
             f"encoder started from {weights_text}."
         )
     epochs_run = fit.get("epochs_run", hist.get("epochs"))

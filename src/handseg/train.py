@@ -674,11 +674,14 @@ def _augment_options(cfg: TrainConfig) -> dict[str, Any]:
     if "background" in cfg.augment:
         opts["backgrounds"] = cfg.backgrounds
         opts["background_prob"] = cfg.background_prob
+        opts["camouflage_prob"] = cfg.camouflage_prob
         opts["background_families"] = cfg.background_families or None
     return opts
 
 
 def _with_synthetic(ds, cfg: TrainConfig):
+    """``ds`` plus synthetic hands (a share ``cfg.synthetic_fraction`` of the whole), drawn
+    on the allowed background families and augmented like the real photos."""
     if cfg.synthetic_fraction <= 0:
         return ds
     from handseg.synthetic import SyntheticDataset  # added with the background issue
@@ -688,7 +691,11 @@ def _with_synthetic(ds, cfg: TrainConfig):
         [
             ds,
             SyntheticDataset(
-                n, tuple(cfg.image_size), cfg.seed, families=cfg.background_families or None
+                n,
+                tuple(cfg.image_size),
+                cfg.seed,
+                getattr(ds, "transform", None),
+                families=cfg.background_families or None,
             ),
         ]
     )
