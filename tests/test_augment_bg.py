@@ -291,6 +291,7 @@ def test_background_families_option_reaches_compositing_and_synthetic_hands():
         backgrounds=BackgroundSource(families=("plain", "gradient")),
     )
     assert np.array_equal(image, ref[0]) and np.array_equal(mask, ref[1])
+
     # synthetic hands get the real photos' augmentation
     class Real(list):
         transform = build_transform(["seed", "background"], background_prob=1.0)

@@ -182,12 +182,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     a.add_argument(
         "--backgrounds", metavar="DIR", help="your own background photos for --augment background"
     )
-    a.add_argument("--background-prob", type=float, help="probability of a new background")
+    a.add_argument(
+        "--background-prob", type=float, metavar="P", help="probability of a new background"
+    )
     a.add_argument(
         "--camouflage-prob",
         type=float,
-        help="share of new backgrounds recoloured towards the hand's own skin colour, so that "
-        "skin-coloured surroundings are not taken for hand (default 0)",
+        metavar="P",
+        help="share of new backgrounds recoloured towards the hand's own skin colour: hard "
+        "negatives such as skin-toned walls or a face behind the hand (default 0)",
     )
     a.add_argument(
         "--background-families",
