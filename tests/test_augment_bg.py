@@ -263,7 +263,7 @@ def test_background_families_option_reaches_compositing_and_synthetic_hands():
     hands' backgrounds (so a benchmark can hold a family out of training)."""
     from handseg.config import resolve_config
     from handseg.synthetic import SyntheticDataset, render_sample
-    from handseg.train import _augment_options, _with_synthetic
+    from handseg.train import SYNTHETIC_SEED_OFFSET, _augment_options, _with_synthetic
 
     cfg = resolve_config(
         {
@@ -285,8 +285,10 @@ def test_background_families_option_reaches_compositing_and_synthetic_hands():
     synth = mixed.datasets[1]
     assert len(synth) == 4
     image, mask = synth.load(2)
+    # a seed stream of its own, not that of `handseg synth --seed 0` (no leak of test images)
+    assert synth.seed == cfg.seed + SYNTHETIC_SEED_OFFSET
     ref = render_sample(
-        np.random.default_rng([cfg.seed, 2]),
+        np.random.default_rng([synth.seed, 2]),
         (32, 48),
         backgrounds=BackgroundSource(families=("plain", "gradient")),
     )
@@ -301,7 +303,7 @@ def test_background_families_option_reaches_compositing_and_synthetic_hands():
     # a new background every time (probability 1)
     assert not np.array_equal(augmented[2][0].numpy(), synth[2][0].numpy())
     # the default (all families) draws different backgrounds for the same sample
-    assert not np.array_equal(SyntheticDataset(4, (32, 48), cfg.seed).load(2)[0], image)
+    assert not np.array_equal(SyntheticDataset(4, (32, 48), synth.seed).load(2)[0], image)
 
     with pytest.raises(HandsegError, match="unknown background family carpet"):
         resolve_config({"background_families": ["plain", "carpet"]})

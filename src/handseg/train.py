@@ -679,6 +679,10 @@ def _augment_options(cfg: TrainConfig) -> dict[str, Any]:
     return opts
 
 
+SYNTHETIC_SEED_OFFSET = 1_000_003
+"""Added to the training seed for the synthetic hands of ``--synthetic-fraction``."""
+
+
 def _with_synthetic(ds, cfg: TrainConfig):
     """``ds`` plus synthetic hands (a share ``cfg.synthetic_fraction`` of the whole), drawn
     on the allowed background families and augmented like the real photos."""
@@ -687,13 +691,16 @@ def _with_synthetic(ds, cfg: TrainConfig):
     from handseg.synthetic import SyntheticDataset  # added with the background issue
 
     n = max(1, round(len(ds) * cfg.synthetic_fraction / (1 - cfg.synthetic_fraction)))
+    # a seed of its own: with cfg.seed the hands would repeat the first images of a data set
+    # that `handseg synth` wrote with the same seed, test images included
+    seed = cfg.seed + SYNTHETIC_SEED_OFFSET
     return torch.utils.data.ConcatDataset(
         [
             ds,
             SyntheticDataset(
                 n,
                 tuple(cfg.image_size),
-                cfg.seed,
+                seed,
                 getattr(ds, "transform", None),
                 families=cfg.background_families or None,
             ),
