@@ -121,7 +121,7 @@ def test_user_folder_used_and_no_trace_of_old_background(tmp_path):
     from scipy.ndimage import distance_transform_edt
 
     dist = distance_transform_edt(mask != 1)  # (H, W) pixels from the hand
-    far = dist > 6
+    far = dist > 12  # beyond the widest ring (sigma 3)
     assert (out[far] == green).all()  # the user's photo, exactly
     # the feathered ring blends hand colours into green: no blue from the old background
     ring = (dist > 0) & ~far
@@ -141,7 +141,9 @@ def test_feather_zero_gives_a_hard_edge(tmp_path):
 def test_arm_is_background_and_reaches_the_frame_edge(tmp_path):
     folder = _solid_folder(tmp_path, (0, 255, 0))
     image, mask = _sample()
-    t = BackgroundComposite(BackgroundSource(folder, families=()), p=1.0, arm_prob=1.0)
+    t = BackgroundComposite(
+        BackgroundSource(folder, families=()), p=1.0, arm_prob=1.0, feather=(0.5, 1.5)
+    )
     for seed in range(4):
         out, out_mask = t(image, mask, np.random.default_rng(seed))
         np.testing.assert_array_equal(out_mask, mask)
@@ -187,6 +189,30 @@ def test_camouflage_brings_the_background_to_the_hand_colour(tmp_path):
     stripes[1::2] = (80, 160, 240)
     out = camouflage(stripes, image[mask == 1], np.random.default_rng(0))
     assert out.shape == stripes.shape and (out[1::2] > out[::2]).all()
+
+
+def test_ring_continues_the_masks_rim_not_the_skin():
+    """Masks drawn a little larger than the skin hold a rim of old background; the ring
+    continues that rim's colour outward, so the label edge is not a colour edge."""
+    from scipy.ndimage import distance_transform_edt
+
+    image, mask = _sample()
+    hand = mask == 1
+    depth = distance_transform_edt(hand)  # (H, W) pixels inside the hand
+    grey = (120, 130, 135)
+    image[hand & (depth <= 2)] = grey  # a 2-px rim of grey mat inside the mask
+    green = np.zeros((H, W, 3), np.float32)
+    green[:] = (0, 255, 0)
+    out = composite(image, hand, green, sigma=2.0)
+    np.testing.assert_array_equal(out[hand], image[hand])
+    outside = distance_transform_edt(~hand)
+    ring = out[(outside >= 1) & (outside <= 2)].astype(np.float32)  # (N, 3)
+    # ring = a * edge colour + (1 - a) * green, so red / blue is the edge colour's: the
+    # grey rim's 120 / 135 = 0.89, not the skin's 205 / 120 = 1.71
+    red, blue = ring[:, 0].mean(), ring[:, 2].mean()
+    assert blue > 20 and 0.75 < red / blue < 1.1
+    far = out[outside > 12]
+    assert (far == (0, 255, 0)).all()
 
 
 def test_composite_function_keeps_hand_exact():

@@ -12,10 +12,15 @@ Choices, and why:
 - **Labels are never changed.** The mask is returned as given: background stays 0, hand
   stays 1, ignore (255) stays ignore. A new background never contains label-1 pixels.
 - **No seam.** Hand pixels are untouched; outside the hand a feathered ring (Gaussian
-  sigma drawn from ``feather``, 0.5-1.5 px by default, so 1-3 px wide) fades the hand's
-  own edge colours into the new background. The ring's colour is extended outward from
-  the hand (normalised convolution), so no trace of the old background survives: a thin
-  halo of grey mat would be a cue the network could learn instead of the hand.
+  sigma drawn from ``feather``, 1-3 px by default, so 2-6 px wide) fades the colours of
+  the hand's outermost 2 px into the new background (normalised convolution from those
+  pixels; nothing outside the mask survives). Hand-drawn masks are often a few pixels
+  larger than the skin (arsl-bg11's include 2-3 px of grey mat): a ring of skin colour,
+  or a hard edge, would put a colour edge exactly on the label edge, a cue that plain
+  photos lack. Trained with such a ring (the first version extended the inner skin
+  colour), the network under-segmented plain photos by about 2 px (3.2 % of the hand
+  missed) and lost 0.017 hand IoU on them; with the rim's colours it lost 0.005
+  (BENCHMARKS.md, "Hands on any background").
 - **Arms are background.** In the seed data the black sleeve is labelled background, and
   compositing replaces it with the rest of the old background, leaving a hand cut off at
   the wrist. With probability ``arm_prob`` an arm-like band is painted (on the background,
@@ -84,7 +89,7 @@ class BackgroundComposite(PairedTransform):
         self,
         source: BackgroundSource | None = None,
         p: float = 0.5,
-        feather: tuple[float, float] = (0.5, 1.5),
+        feather: tuple[float, float] = (1.0, 3.0),
         arm_prob: float = 0.5,
         placement_prob: float = 0.0,
         placement_scale: tuple[float, float] = (0.7, 1.3),
@@ -153,11 +158,13 @@ def composite(image: Array, hand: Array, background: Array, sigma: float) -> Arr
         alpha = cv2.GaussianBlur(hf, (0, 0), sigmaX=sigma)  # (H, W), < 1 outside the hand
         ring = ~hand & (alpha > 1e-3)
         if ring.any():
-            # the hand's colour near each ring pixel by normalised convolution, from the hand
-            # minus its outermost pixels: those often mix in the old background (a dark
-            # outline that the ring would otherwise widen)
+            # the colour of the hand's outermost 2 px near each ring pixel, by normalised
+            # convolution: the ring continues the mask's own rim (in hand-drawn masks often a
+            # few pixels of the old background), so the label edge does not sit on a colour
+            # edge that plain photos lack
             inner = cv2.erode(hand.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=2)
-            src = inner if inner.sum() >= 0.25 * hand.sum() else hand.astype(np.uint8)
+            rim = hand.astype(np.uint8) - inner
+            src = rim if rim.any() else hand.astype(np.uint8)
             sc = sigma + 2.0
             wgt = cv2.GaussianBlur(src.astype(np.float32), (0, 0), sigmaX=sc)  # (H, W)
             num = cv2.GaussianBlur(image.astype(np.float32) * src[..., None], (0, 0), sigmaX=sc)
