@@ -10,8 +10,9 @@ evaluates the test split, draws overlays of the test photos and writes an HTML r
       overlays/          <name>_overlay.jpg and <name>_mask.png for every test photo
       data/              the synthetic photos (images/) and masks (masks/)
 
-The defaults are sized to finish in about four minutes on two CPU cores; the measured
-test-split hand IoU is 0.84-0.87 (BENCHMARKS.md, "make demo").
+The defaults are sized to finish in about five and a half minutes on two CPU cores; the
+measured test-split hand IoU is 0.86 with the default seed (0.76 with seed 1; BENCHMARKS.md,
+"make demo").
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
 background families of the photos. The harder families (``clutter``, ``indoor`` and the
 skin-coloured distractors of ``skin``) need far more training than a demo's few minutes:
 with them the test hand IoU stayed at 0.65-0.74 in every measured variant; without them
-it is 0.84-0.87 (BENCHMARKS.md)."""
+it is 0.76-0.86 depending on the seed (BENCHMARKS.md)."""
 
 DEMO_TRAIN_OVERRIDES: dict[str, Any] = {
     "output_stride": 16,
