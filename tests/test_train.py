@@ -289,3 +289,23 @@ def test_dice_loss_option_adds_the_soft_dice_term(tmp_path):
     assert plain.dice is None and resolve_config({}).loss == "ce"  # MATLAB's default
     with pytest.raises(HandsegError, match="loss must be ce or ce\\+dice"):
         resolve_config({"loss": "focal"})
+
+
+def test_robust_preset_is_scratch_with_background_compositing():
+    from handseg.augment_bg import BackgroundComposite
+    from handseg.backgrounds import FAMILIES
+    from handseg.train import _augment_options
+    from handseg.transforms import build_transform
+
+    scratch, robust = resolve_config({"preset": "scratch"}), resolve_config({"preset": "robust"})
+    assert (robust.output_stride, robust.optimizer, robust.class_weighting) == (
+        scratch.output_stride,
+        scratch.optimizer,
+        scratch.class_weighting,
+    )
+    assert robust.epochs == 2 * scratch.epochs
+    assert robust.augment.index("background") < robust.augment.index("color")
+    t = build_transform(list(robust.augment), **_augment_options(robust))
+    (bg,) = [s for s in t.transforms if isinstance(s, BackgroundComposite)]
+    assert (bg.p, bg.camouflage_prob, bg.source.families) == (0.7, 0.3, FAMILIES)
+    assert resolve_config({"preset": "robust", "background_prob": 0.2}).background_prob == 0.2
