@@ -303,7 +303,7 @@ def test_robust_preset_is_scratch_with_background_compositing():
         scratch.optimizer,
         scratch.class_weighting,
     )
-    assert robust.epochs == 2 * scratch.epochs
+    assert robust.epochs == 3 * scratch.epochs
     assert robust.augment.index("background") < robust.augment.index("color")
     t = build_transform(list(robust.augment), **_augment_options(robust))
     (bg,) = [s for s in t.transforms if isinstance(s, BackgroundComposite)]

@@ -19,8 +19,8 @@ Choices, and why:
   or a hard edge, would put a colour edge exactly on the label edge, a cue that plain
   photos lack. Trained with such a ring (the first version extended the inner skin
   colour), the network under-segmented plain photos by about 2 px (3.2 % of the hand
-  missed) and lost 0.017 hand IoU on them; with the rim's colours it lost 0.005
-  (BENCHMARKS.md, "Hands on any background").
+  missed) and lost 0.017 hand IoU on them; with the rim's colours it lost 0.005 (160
+  epochs) and 0.002 (240 epochs) (BENCHMARKS.md, "Hands on any background").
 - **Arms are background.** In the seed data the black sleeve is labelled background, and
   compositing replaces it with the rest of the old background, leaving a hand cut off at
   the wrist. With probability ``arm_prob`` an arm-like band is painted (on the background,

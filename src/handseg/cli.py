@@ -90,7 +90,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "(--preset seed: SGD 1e-3, x0.3 every 10 epochs, batch 8, patience 4, "
         "median-frequency class weights), --preset scratch (for random initialisation) or "
         "--preset robust (scratch + background compositing, for photos taken elsewhere than "
-        "the training photos; twice the epochs). "
+        "the training photos; three times the epochs). "
         "Options come from: defaults < preset < --config FILE < flags. The run folder gets "
         "config.yaml, split.json, checkpoints/, metrics.csv, training-progress.png, model.pt "
         "and test/ (test-split metrics).",

@@ -112,7 +112,7 @@ PRESETS["robust"] = PRESETS["scratch"] | {
     "augment": ("seed", "scale-rotate", "background", "color"),
     "background_prob": 0.7,
     "camouflage_prob": 0.3,
-    "epochs": 160,
+    "epochs": 240,  # 160 lost 0.0052 hand IoU on the plain split, 240 lost 0.0024
 }
 
 
