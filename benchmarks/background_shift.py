@@ -93,8 +93,8 @@ def train_run(name: str, out: Path, args, augment: tuple[str, ...], **extra) -> 
     cfg = resolve_config(
         {
             "images": str(args.data / "images"), "masks": str(args.data / "masks"),
-            "preset": "scratch", "image_size": tuple(args.size), "seed": 0, "device": "cpu",
-            "workers": 0, "out": str(run), "augment": augment,
+            "preset": "scratch", "image_size": tuple(args.size), "seed": args.seed, "device": "cpu",
+            "workers": 0, "out": str(run), "augment": augment, "split": str(args.split_file),
             **({"epochs": args.epochs} if args.epochs else {}), **extra,
         }
     )  # fmt: skip
@@ -150,18 +150,24 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", default=["none", "background"])
     ap.add_argument("--tag", default="", help="suffix for the background run's folder")
     ap.add_argument("--retrain", action="store_true", help="train even if a run exists")
+    ap.add_argument(
+        "--seed", type=int, default=0, help="training seed (the split and test sets stay seed 0)"
+    )
     args = ap.parse_args()
     if not (args.data / "images").is_dir():
         raise SystemExit(f"real data not found at {args.data}")
     if set(args.train_families) & set(args.test_families):
         print("note: some test families are also used in training", flush=True)
 
-    from handseg.data import find_pairs, make_split
+    from handseg.data import find_pairs, make_split, save_split
     from handseg.evaluate import evaluate_model
     from handseg.predict import load_model
 
     args.out.mkdir(parents=True, exist_ok=True)
     split = make_split(find_pairs(args.data / "images", args.data / "masks"), (0.6, 0.2, 0.2), 0)
+    # every run trains on this split whatever its seed, so no test photo is trained on
+    args.split_file = args.out / "split.json"
+    save_split(split, args.split_file)
     sets = {"plain": split["test"]}
     for j, family in enumerate(args.test_families):
         sets[f"shifted-{family}"] = make_shifted(
@@ -174,9 +180,10 @@ def main() -> None:
     base_aug = ("seed", "scale-rotate", "color")
     runs = {}
     if "none" in args.runs:
-        runs["scratch, no background aug"] = train_run("none", args.out, args, base_aug)
+        none = "none" if args.seed == 0 else f"none-seed{args.seed}"
+        runs["scratch, no background aug"] = train_run(none, args.out, args, base_aug)
     if "background" in args.runs:
-        name = f"background{args.tag}"
+        name = f"background{args.tag}" + (f"-seed{args.seed}" if args.seed else "")
         extra = {
             "background_families": train_families,
             "background_prob": args.background_prob,
