@@ -179,11 +179,11 @@ def main() -> None:
     train_families = tuple(args.train_families)
     base_aug = ("seed", "scale-rotate", "color")
     runs = {}
+    seed_tag = f"-seed{args.seed}" if args.seed else ""  # seed 0 keeps the old folder names
     if "none" in args.runs:
-        none = "none" if args.seed == 0 else f"none-seed{args.seed}"
-        runs["scratch, no background aug"] = train_run(none, args.out, args, base_aug)
+        runs["scratch, no background aug"] = train_run(f"none{seed_tag}", args.out, args, base_aug)
     if "background" in args.runs:
-        name = f"background{args.tag}" + (f"-seed{args.seed}" if args.seed else "")
+        name = f"background{args.tag}{seed_tag}"
         extra = {
             "background_families": train_families,
             "background_prob": args.background_prob,

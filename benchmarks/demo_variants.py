@@ -61,7 +61,7 @@ def main() -> None:
 
     size = tuple(demo_kw.get("size", demo.DEMO_DEFAULTS["size"]))
     families = demo_kw.get("families", demo.DEMO_DEFAULTS["families"])
-    fixed = args.out / f"fixed-{size[0]}x{size[1]}-{'-'.join(families or ['all'])}"
+    fixed = args.out / f"fixed-{args.eval_n}-{size[0]}x{size[1]}-{'-'.join(families or ['all'])}"
     if not (fixed / "masks").is_dir():
         make_synthetic(fixed, n=args.eval_n, size=size, seed=7, progress=False, families=families)
     predictor = load_model(result["run"] / "model.pt", device="cpu")
@@ -70,7 +70,7 @@ def main() -> None:
     )
     print(
         f"RESULT {args.name} {demo_kw} {train_kw}: test-split hand IoU {result['hand_iou']:.4f}, "
-        f"fixed set ({len(list((fixed / 'masks').iterdir()))} images) hand IoU "
+        f"fixed set ({scores['num_images']} images) hand IoU "
         f"{scores['classes']['hand']['IoU']:.4f} BF {scores['dataset']['MeanBFScore']:.4f}, "
         f"demo {wall:.0f} s",
         flush=True,
