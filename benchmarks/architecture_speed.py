@@ -2,7 +2,7 @@
 (onnxruntime int8, the default CPU path) and bf16 training steps.
 
 For each (output stride, decoder channels) an untrained, seeded HandSegNet is quantised with
-handseg's own int8 path (:func:`handseg.runtime.make_backend`, calibration on synthetic
+handseg's own int8 path (:func:`handseg.infer.backends.make_backend`, calibration on synthetic
 hands) and timed at each inference size (median of ``--repeats`` after 3 warm-up calls);
 then ``--steps`` AdamW training steps (bf16 autocast where the CPU has it, channels_last)
 are timed at batch 4. Speed does not depend on the weights; quality is measured by
@@ -46,8 +46,9 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("HANDSEG_CACHE_DIR", tempfile.mkdtemp(prefix="handseg-arch-"))
 
-    from handseg.model import HandSegNet, model_config
-    from handseg.runtime import bf16_support
+    from handseg.model.network import HandSegNet, model_config
+
+    from handseg.core.device import bf16_support
 
     torch.set_num_threads(a.threads)
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes]
@@ -67,7 +68,7 @@ def main() -> None:
 
 
 def _inference_ms(net, stride: int, ch: int, sizes, a, rng) -> list[float]:
-    from handseg.runtime import make_backend
+    from handseg.infer.backends import make_backend
 
     meta = {"input_size": [384, 512], "variant": f"{stride}-{ch}"}
     backend = make_backend(net, meta, "onnx", "int8", a.threads)

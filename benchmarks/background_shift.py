@@ -10,11 +10,11 @@ Protocol (arsl-bg11, split 60/20/20 with seed 0, ``--preset scratch`` at ``--siz
   (by default plain, gradient, texture, clutter: ``indoor`` and ``skin`` are held out),
   a share ``--camouflage-prob`` of them recoloured towards the hand's own colour.
 - test sets: ``plain`` = the 6 test-split photos as they are; ``shifted-<family>`` = the
-  same 6 hands composited (:class:`handseg.augment_bg.BackgroundComposite`, arm bands
+  same 6 hands composited (:class:`handseg.synth.compositing.BackgroundComposite`, arm bands
   included) onto ``--per-image`` backgrounds of one held-out family each, drawn with
   their own seeds, at the masks' full resolution (960x720), saved under
   ``OUT/shifted-<family>/{images,masks}``.
-- the skin baseline (:func:`handseg.baseline.skin_baseline`, default options) on every set.
+- the skin baseline (:func:`handseg.eval.baseline.skin_baseline`, default options) on every set.
 
 Metrics at the masks' resolution: hand IoU, global accuracy, MeanBFScore (mean over
 images). Goal: on every shifted set hand IoU >= 0.85 and >= 0.2 above the skin baseline,
@@ -47,7 +47,7 @@ class SkinPredictor:
     def predict(self, image: np.ndarray, *, out_size: tuple[int, int] | None = None):
         import cv2
 
-        from handseg.baseline import skin_baseline
+        from handseg.eval.baseline import skin_baseline
 
         mask = skin_baseline(image)
         if out_size is not None and tuple(out_size) != mask.shape:
@@ -59,9 +59,10 @@ def make_shifted(test_pairs, family: str, out: Path, per_image: int, seed: int) 
     """Composite every test hand onto ``per_image`` backgrounds of ``family``; save PNGs."""
     from PIL import Image
 
-    from handseg.augment_bg import BackgroundComposite
-    from handseg.backgrounds import BackgroundSource
-    from handseg.data import _resize_image, read_image, read_mask
+    from handseg.core.imaging import read_image, read_mask
+    from handseg.core.imaging import resize_image as _resize_image
+    from handseg.synth.backgrounds import BackgroundSource
+    from handseg.synth.compositing import BackgroundComposite
 
     images, masks = out / "images", out / "masks"
     images.mkdir(parents=True, exist_ok=True)
@@ -77,14 +78,15 @@ def make_shifted(test_pairs, family: str, out: Path, per_image: int, seed: int) 
             stem = f"{Path(image_path).stem}_{family}{k}"
             Image.fromarray(comp).save(images / f"{stem}.png", compress_level=3)
             Image.fromarray(mask * np.uint8(255)).save(masks / f"{stem}_mask.png")
-    from handseg.data import find_pairs
+    from handseg.data.pairs import find_pairs
 
     return list(find_pairs(images, masks))
 
 
 def train_run(name: str, out: Path, args, augment: tuple[str, ...], **extra) -> Path:
-    from handseg.config import resolve_config
-    from handseg.train import train
+    from handseg.train.run import train
+
+    from handseg.core.config import resolve_config
 
     run = out / "runs" / name
     if (run / "model.pt").is_file() and not args.retrain:
@@ -159,9 +161,11 @@ def main() -> None:
     if set(args.train_families) & set(args.test_families):
         print("note: some test families are also used in training", flush=True)
 
-    from handseg.data import find_pairs, make_split, save_split
-    from handseg.evaluate import evaluate_model
-    from handseg.predict import load_model
+    from handseg.data.pairs import find_pairs
+    from handseg.data.split import make_split, save_split
+
+    from handseg.eval.evaluate import evaluate_model
+    from handseg.infer.predictor import load_model
 
     args.out.mkdir(parents=True, exist_ok=True)
     split = make_split(find_pairs(args.data / "images", args.data / "masks"), (0.6, 0.2, 0.2), 0)

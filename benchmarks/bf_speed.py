@@ -1,4 +1,4 @@
-"""Time ``handseg.metrics.bf_score`` on 720 x 960 mask pairs (target: < 20 ms per pair).
+"""Time ``handseg.eval.metrics.bf_score`` on 720 x 960 mask pairs (target: < 20 ms per pair).
 
 Usage: ``python benchmarks/bf_speed.py [--runs 20] [--data ../shared/data/arsl-bg11]``
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handseg.metrics import bf_score, confusion_counts
+from handseg.eval.metrics import bf_score, confusion_counts
 
 
 def _hand_blob(h: int = 720, w: int = 960) -> np.ndarray:

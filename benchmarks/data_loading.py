@@ -9,7 +9,8 @@ import statistics
 import time
 from pathlib import Path
 
-from handseg.data import SegDataset, find_pairs
+from handseg.data.dataset import SegDataset
+from handseg.data.pairs import find_pairs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "arsl-bg11"
 

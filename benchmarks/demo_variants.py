@@ -9,8 +9,8 @@ the demo's size and families, seed 7, never used for training) gives a steadier 
     OMP_NUM_THREADS=2 python benchmarks/demo_variants.py --name s16-seed1 output_stride=16 seed=1
 
 ``key=value`` pairs: ``n``, ``size``, ``epochs``, ``families``, ``seed`` go to
-:func:`handseg.demo.run_demo`; any other key overrides a training option of the demo
-(``handseg.demo.DEMO_TRAIN_OVERRIDES``). Values are Python literals (``size=(128,160)``).
+:func:`handseg.app.demo.run_demo`; any other key overrides a training option of the demo
+(``handseg.app.demo.DEMO_TRAIN_OVERRIDES``). Values are Python literals (``size=(128,160)``).
 Prints one ``RESULT`` line: the printed test-split hand IoU, the fixed-set hand IoU and
 MeanBFScore, and the wall time of the demo.
 """
@@ -47,11 +47,12 @@ def main() -> None:
     ap.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
     args = ap.parse_args()
 
-    import handseg.demo as demo
-    from handseg.data import find_pairs
-    from handseg.evaluate import evaluate_model
-    from handseg.predict import load_model
-    from handseg.synthetic import make_synthetic
+    from handseg.data.pairs import find_pairs
+
+    import handseg.app.demo as demo
+    from handseg.eval.evaluate import evaluate_model
+    from handseg.infer.predictor import load_model
+    from handseg.synth.hands import make_synthetic
 
     demo_kw, train_kw = parse_pairs(args.pairs)
     demo.DEMO_TRAIN_OVERRIDES = {**demo.DEMO_TRAIN_OVERRIDES, **train_kw}

@@ -12,7 +12,7 @@ order so that other load on the machine affects them alike), for
 
 With ``--model RUN/model.pt`` it also scores each path on the arsl-bg11 test split
 (``--split``, default the model's own ``split.json``, else the seed-0 60/20/20 split) with
-:func:`handseg.evaluate.evaluate_model`, masks at their own resolution, and reports the hand
+:func:`handseg.eval.evaluate.evaluate_model`, masks at their own resolution, and reports the hand
 IoU and its difference to torch fp32 (eager PyTorch; BatchNorm folding does not change it).
 Without ``--model`` an untrained network is timed (speed does not depend on the weights).
 
@@ -63,10 +63,10 @@ def _baseline():
 
 def _model(path: str | None) -> tuple[torch.nn.Module, dict[str, Any]]:
     if path:
-        from handseg.checkpoint import read_model_file
+        from handseg.model.checkpoint import read_model_file
 
         return read_model_file(path)
-    from handseg.model import HandSegNet
+    from handseg.model.network import HandSegNet
 
     torch.manual_seed(0)
     meta = {
@@ -78,7 +78,8 @@ def _model(path: str | None) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 
 def _test_pairs(args, meta: dict[str, Any]):
-    from handseg.data import find_pairs, load_split, make_split
+    from handseg.data.pairs import find_pairs
+    from handseg.data.split import load_split, make_split
 
     split = args.split
     tc = meta.get("train_config") or {}
@@ -111,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
 
-    from handseg.runtime import bf16_support, int8_support, make_backend
+    from handseg.core.device import bf16_support, int8_support
+    from handseg.infer.backends import make_backend
 
     torch.set_num_threads(args.threads)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
@@ -157,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 
     iou_note = ""
     if args.model:
-        from handseg.evaluate import evaluate_model
-        from handseg.predict import Predictor
+        from handseg.eval.evaluate import evaluate_model
+        from handseg.infer.predictor import Predictor
 
         pairs, where = _test_pairs(args, meta)
         hand = meta["classes"][1]

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run(n_proc: int, data: Path, out: Path, a) -> float:
     threads = max(1, (os.cpu_count() or 2) // n_proc) if a.device == "cpu" else 4
     cmd = [
-        sys.executable, "-m", "handseg.cli", "train",
+        sys.executable, "-m", "handseg.app.cli", "train",
         "--images", str(data / "images"), "--masks", str(data / "masks"), "--out", str(out),
         "--image-size", *map(str, a.image_size), "--batch-size", str(a.batch_size),
         "--epochs", str(a.epochs), "--preset", "scratch", "--no-test", "--workers", "0",
@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "bench-output" / "scaling")
     a = ap.parse_args()
-    from handseg.synthetic import make_synthetic
+    from handseg.synth.hands import make_synthetic
 
     data = a.out / f"data-{a.n}-{a.image_size[0]}x{a.image_size[1]}"
     if not (data / "images").is_dir():

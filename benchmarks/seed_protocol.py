@@ -25,7 +25,7 @@ DATA = ROOT.parent / "shared" / "data" / "arsl-bg11"
 def run_preset(preset: str, out: Path, data: Path, size: tuple[int, int], extra: list[str]) -> dict:
     run = out / preset
     cmd = [
-        sys.executable, "-m", "handseg.cli", "train",
+        sys.executable, "-m", "handseg.app.cli", "train",
         "--images", str(data / "images"), "--masks", str(data / "masks"),
         "--out", str(run), "--preset", preset, "--image-size", str(size[0]), str(size[1]),
         "--seed", "0", "--device", "cpu", *extra,

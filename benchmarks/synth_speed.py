@@ -39,8 +39,9 @@ def main() -> None:
     import cv2
 
     cv2.setNumThreads(1)  # one core, as the requirement says
-    from handseg.backgrounds import FAMILIES, render_background
-    from handseg.synthetic import render_sample
+    from handseg.core.constants import FAMILIES
+    from handseg.synth.backgrounds import render_background
+    from handseg.synth.hands import render_sample
 
     print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, cv2 threads=1")
     for size in ((240, 320), (384, 512)):

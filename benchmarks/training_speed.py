@@ -31,13 +31,16 @@ def plain_loop(data: Path, out: Path, size, epochs: int, batch: int, seed: int) 
     """The baseline: a hand-written fp32 loop over the same split."""
     import torch
     import torch.nn.functional as F
+    from handseg.data.dataset import SegDataset
+    from handseg.data.pairs import find_pairs
+    from handseg.data.split import make_split
+    from handseg.data.transforms import build_transform
+    from handseg.model.checkpoint import save_model_file
+    from handseg.model.network import HandSegNet, model_config
+    from handseg.train.module import build_optimizer, build_scheduler
 
-    from handseg.checkpoint import save_model_file
-    from handseg.config import resolve_config
-    from handseg.data import IMAGENET_MEAN, IMAGENET_STD, SegDataset, find_pairs, make_split
-    from handseg.model import HandSegNet, model_config
-    from handseg.train import build_optimizer, build_scheduler
-    from handseg.transforms import build_transform
+    from handseg.core.config import resolve_config
+    from handseg.core.constants import IMAGENET_MEAN, IMAGENET_STD
 
     torch.manual_seed(seed)
     cfg = resolve_config({"preset": "scratch", "epochs": epochs, "batch_size": batch,
@@ -64,9 +67,10 @@ def plain_loop(data: Path, out: Path, size, epochs: int, batch: int, seed: int) 
 
 
 def handseg_run(data: Path, out: Path, size, epochs: int, batch: int, seed: int, **kw) -> dict:
-    from handseg.config import resolve_config
-    from handseg.data import load_split
-    from handseg.train import train
+    from handseg.data.split import load_split
+    from handseg.train.run import train
+
+    from handseg.core.config import resolve_config
 
     cfg = resolve_config({
         "images": str(data / "images"), "masks": str(data / "masks"), "out": str(out),
@@ -98,8 +102,8 @@ def child(args) -> None:
         # speed runs use the cache (repeated epochs); memory runs leave it off (the default)
         kw = {"max_steps": args.max_steps, "cache": False} if args.max_steps > 0 else {}
         r = handseg_run(data, out, size, args.epochs, args.batch_size, args.seed, **kw)
-    from handseg.evaluate import evaluate_model
-    from handseg.predict import load_model
+    from handseg.eval.evaluate import evaluate_model
+    from handseg.infer.predictor import load_model
 
     iou = None
     if args.max_steps <= 0:  # both scored with the exact fp32 network
@@ -145,7 +149,7 @@ def main() -> None:
     if a.child:
         return child(a)
 
-    from handseg.synthetic import make_synthetic
+    from handseg.synth.hands import make_synthetic
 
     out = Path(a.out)
     if not a.memory_only:

@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """20 synthetic 64 x 80 (H x W) samples: the folder holding images/ and masks/."""
-    from handseg.synthetic import make_synthetic
+    from handseg.synth.hands import make_synthetic
 
     return make_synthetic(
         tmp_path_factory.mktemp("data") / "synth", n=20, size=(64, 80), seed=0, progress=False
@@ -45,8 +45,8 @@ def model_file(tmp_path_factory) -> Path:
     """An untrained (randomly initialised, seeded) network in a valid model file, 64 x 80."""
     import torch
 
-    from handseg.checkpoint import save_model_file
-    from handseg.model import HandSegNet
+    from handseg.model.checkpoint import save_model_file
+    from handseg.model.network import HandSegNet
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.pt"

@@ -8,11 +8,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handseg.augment_bg import BackgroundComposite, background_factory, camouflage, composite
-from handseg.backgrounds import BackgroundSource
-from handseg.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from handseg.errors import HandsegError
-from handseg.transforms import build_transform
+from handseg.core.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from handseg.core.errors import HandsegError
+from handseg.synth.backgrounds import BackgroundSource
+from handseg.synth.compositing import (
+    BackgroundComposite,
+    background_factory,
+    build_transform,
+    camouflage,
+    composite,
+)
 
 H, W = 72, 96
 SKIN = (205, 150, 120)
@@ -249,7 +254,7 @@ def test_extra_photometric_augmentations_exist():
 def test_synthetic_dataset_shapes_and_determinism():
     import torch
 
-    from handseg.synthetic import SyntheticDataset, render_sample
+    from handseg.synth.hands import SyntheticDataset, render_sample
 
     ds = SyntheticDataset(3, (48, 64), seed=5)
     assert len(ds) == 3
@@ -276,7 +281,7 @@ def test_synthetic_dataset_shapes_and_determinism():
 def test_synthetic_dataset_concat_with_transform():
     import torch
 
-    from handseg.synthetic import SyntheticDataset
+    from handseg.synth.hands import SyntheticDataset
 
     t = BackgroundComposite(p=1.0)
     ds = torch.utils.data.ConcatDataset([SyntheticDataset(2, (32, 48), 0, transform=t)])
@@ -287,9 +292,11 @@ def test_synthetic_dataset_concat_with_transform():
 def test_background_families_option_reaches_compositing_and_synthetic_hands():
     """--background-families restricts both the compositing backgrounds and the synthetic
     hands' backgrounds (so a benchmark can hold a family out of training)."""
-    from handseg.config import resolve_config
-    from handseg.synthetic import SyntheticDataset, render_sample
-    from handseg.train import SYNTHETIC_SEED_OFFSET, _augment_options, _with_synthetic
+    from handseg.core.config import resolve_config
+    from handseg.synth.hands import SyntheticDataset, render_sample
+    from handseg.train.run import SYNTHETIC_SEED_OFFSET
+    from handseg.train.run import augment_options as _augment_options
+    from handseg.train.run import with_synthetic as _with_synthetic
 
     cfg = resolve_config(
         {

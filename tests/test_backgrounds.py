@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handseg import backgrounds
-from handseg.backgrounds import FAMILIES, BackgroundSource, random_skin_tone, render_background
-from handseg.errors import HandsegError
+from handseg.core.constants import FAMILIES
+from handseg.core.errors import HandsegError
+from handseg.synth import backgrounds
+from handseg.synth.backgrounds import BackgroundSource, random_skin_tone, render_background
 
 
 def _rng(*seed: int) -> np.random.Generator:

@@ -14,26 +14,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from handseg.data import (
-    IGNORE_INDEX,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MASK_SUFFIXES,
-    SegDataset,
-    find_pairs,
-    fit_mask_to_image,
-    label_counts,
-    list_images,
-    load_pair,
-    load_split,
-    make_split,
-    median_frequency_weights,
-    natural_key,
-    read_image,
-    read_mask,
-    save_split,
-)
-from handseg.errors import HandsegError
+from handseg.core.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from handseg.core.errors import HandsegError
+from handseg.core.imaging import fit_mask_to_image, list_images, natural_key, read_image, read_mask
+from handseg.data.dataset import SegDataset, label_counts, median_frequency_weights
+from handseg.data.pairs import MASK_SUFFIXES, find_pairs, load_pair
+from handseg.data.split import load_split, make_split, save_split
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "arsl-bg11"
 

@@ -10,7 +10,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from handseg.cli import main
+from handseg.app.cli import main
 from test_report import _Links  # the same link parser
 
 
@@ -84,11 +84,11 @@ def test_demo_refuses_a_folder_it_did_not_write(tmp_path, capsys):
 
 def test_demo_families_flag(monkeypatch):
     """The demo's photos use the default families unless --families says otherwise."""
-    import handseg.demo
-    from handseg.demo import DEMO_DEFAULTS
+    import handseg.app.demo
+    from handseg.app.demo import DEMO_DEFAULTS
 
     seen = []
-    monkeypatch.setattr(handseg.demo, "run_demo", lambda out, **kw: seen.append(kw["families"]))
+    monkeypatch.setattr(handseg.app.demo, "run_demo", lambda out, **kw: seen.append(kw["families"]))
     assert main(["demo", "--out", "x"]) == 0
     assert main(["demo", "--out", "x", "--families", "plain", "skin"]) == 0
     assert main(["demo", "--out", "x", "--families", "all"]) == 0

@@ -14,15 +14,15 @@ import pytest
 import torch
 
 import handseg
-from handseg.data import load_split
-from handseg.evaluate import evaluate_model
+from handseg.data.split import load_split
+from handseg.eval.evaluate import evaluate_model
 
 
 @pytest.fixture(scope="module")
 def ddp_run(synth_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "run"
     cmd = [
-        sys.executable, "-m", "handseg.cli", "train",
+        sys.executable, "-m", "handseg.app.cli", "train",
         "--images", str(synth_dir / "images"), "--masks", str(synth_dir / "masks"),
         "--out", str(out), "--image-size", "64", "80", "--batch-size", "2", "--epochs", "1",
         "--backbone-weights", "none", "--workers", "0", "--precision", "32",

@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 
 import handseg
-from handseg.checkpoint import save_model_file
-from handseg.cli import main
-from handseg.errors import HandsegError
-from handseg.evaluate import compare, evaluate_mask_folders
-from handseg.model import HandSegNet
+from handseg.app.cli import main
+from handseg.core.errors import HandsegError
+from handseg.eval.evaluate import compare, evaluate_mask_folders
+from handseg.model.checkpoint import save_model_file
+from handseg.model.network import HandSegNet
 
 DATA = Path(__file__).parents[2] / "shared" / "data" / "arsl-bg11"
 
@@ -195,8 +195,8 @@ def _tiny_data(root: Path, n: int = 10) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A training run trained for one epoch on 10 tiny images (6 train / 2 val / 2 test)."""
-    from handseg.config import resolve_config
-    from handseg.train import train
+    from handseg.core.config import resolve_config
+    from handseg.train.run import train
 
     root = tmp_path_factory.mktemp("tiny")
     images, masks = _tiny_data(root / "data")

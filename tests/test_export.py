@@ -9,10 +9,11 @@ import pytest
 import torch
 
 import handseg
-from handseg.checkpoint import read_model_file
-from handseg.cli import main
-from handseg.errors import HandsegError
-from handseg.export import INPUT_NAME, OUTPUT_NAME, OnnxModel, export_onnx, read_onnx_file
+from handseg.app.cli import main
+from handseg.core.errors import HandsegError
+from handseg.infer.export import export_onnx
+from handseg.infer.onnx_file import INPUT_NAME, OUTPUT_NAME, OnnxModel, read_onnx_file
+from handseg.model.checkpoint import read_model_file
 
 INPUT_SIZE = (64, 80)
 
@@ -62,7 +63,7 @@ def test_export_writes_a_checked_self_describing_file(exported, model_file):
 @pytest.mark.parametrize("shape", [(2, 3, 101, 77), (1, 3, 33, 17), (1, 3, 64, 80)])
 def test_export_traced_at_one_size_runs_at_others(exported, model_file, shape):
     """The padding to a multiple of 16 is computed from the dynamic input shape."""
-    from handseg.runtime import ort_session
+    from handseg.infer.onnx_file import ort_session
 
     out, _ = exported
     net, _ = read_model_file(model_file)
@@ -120,7 +121,7 @@ def test_foreign_onnx_model_is_refused(tmp_path):
 
 
 def test_failed_parity_check_raises_and_writes_nothing(model_file, tmp_path, monkeypatch):
-    import handseg.export as export
+    import handseg.infer.export as export
 
     def bad_check(model, onnx_path, shapes, **kw):
         return [{"shape": list(s), "max_abs_diff": 3.0, "mask_agreement": 0.9} for s in shapes]
@@ -146,9 +147,9 @@ def test_cli_export_prints_the_parity_and_rejects_bad_names(model_file, tmp_path
 
 def test_stride_32_network_exports_and_pads_to_its_own_stride(tmp_path):
     """A light network (stride 32, narrow decoder) pads to multiples of 32 in the ONNX graph."""
-    from handseg.checkpoint import save_model_file
-    from handseg.model import HandSegNet, model_config
-    from handseg.runtime import ort_session
+    from handseg.infer.onnx_file import ort_session
+    from handseg.model.checkpoint import save_model_file
+    from handseg.model.network import HandSegNet, model_config
 
     torch.manual_seed(0)
     net = HandSegNet(model_config(2, output_stride=32, decoder_channels=16)).eval()

@@ -38,12 +38,14 @@ import pytest
 import torch
 from PIL import Image
 
-import handseg.predict
-from handseg.checkpoint import save_model_file
-from handseg.cli import main
-from handseg.data import SegDataset, find_pairs, load_pair, read_image, read_mask
-from handseg.errors import HandsegError
-from handseg.model import HandSegNet
+import handseg.infer.predictor
+from handseg.app.cli import main
+from handseg.core.errors import HandsegError
+from handseg.core.imaging import read_image, read_mask
+from handseg.data.dataset import SegDataset
+from handseg.data.pairs import find_pairs, load_pair
+from handseg.model.checkpoint import save_model_file
+from handseg.model.network import HandSegNet
 
 H, W = 64, 80  # size of the well-formed partner file of each case
 _GUARD_S = 20  # per-operation limit; generous because the test machine may be loaded
@@ -879,10 +881,10 @@ def _stub_network(batch: np.ndarray) -> np.ndarray:
 
 
 def _load_once(monkeypatch: pytest.MonkeyPatch, *, stub: bool) -> None:
-    """Make ``handseg.predict.load_model`` read each model file once per test (the CLI
+    """Make ``handseg.infer.predictor.load_model`` read each model file once per test (the CLI
     calls it on every run), optionally with :func:`_stub_network` as the network."""
-    cache: dict[tuple, handseg.predict.Predictor] = {}
-    real = handseg.predict.load_model
+    cache: dict[tuple, handseg.infer.predictor.Predictor] = {}
+    real = handseg.infer.predictor.load_model
 
     def load_model(path, **kw):
         key = (str(path), tuple(sorted(kw.items())))
@@ -892,7 +894,7 @@ def _load_once(monkeypatch: pytest.MonkeyPatch, *, stub: bool) -> None:
                 cache[key].backend = _stub_network
         return cache[key]
 
-    monkeypatch.setattr(handseg.predict, "load_model", load_model)
+    monkeypatch.setattr(handseg.infer.predictor, "load_model", load_model)
 
 
 def _run_all(op: str, fuzz_cases, model: Path, tmp_path: Path) -> Counter:

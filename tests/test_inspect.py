@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handseg.cli import main
-from handseg.inspect_data import format_inspect_report, inspect_data
+from handseg.app.cli import main
+from handseg.data.inspect import format_inspect_report, inspect_data
 
 H, W = 48, 64
 HAND_BOXES = [(10, 20), (5, 8), (20, 30), (12, 12), (30, 10), (16, 16)]  # (h, w) of each hand
@@ -97,7 +97,16 @@ def test_cli_unknown_mask_encoding_then_hand_value(tiny, capsys):
 def test_cli_process_exit_status_and_no_traceback(tmp_path):
     missing = str(tmp_path / "missing")
     proc = subprocess.run(
-        [sys.executable, "-m", "handseg.cli", "inspect", "--images", missing, "--masks", missing],
+        [
+            sys.executable,
+            "-m",
+            "handseg.app.cli",
+            "inspect",
+            "--images",
+            missing,
+            "--masks",
+            missing,
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -31,8 +31,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from handseg.checkpoint import read_model_file
-from handseg.data import load_split
+from handseg.data.split import load_split
+from handseg.model.checkpoint import read_model_file
 
 EPOCHS = 3
 _REPLACING = "while replacing a checkpoint"
@@ -40,7 +40,7 @@ _CKPT_TEMP = re.compile(r"^tmp\w{8}$")  # fsspec's temporary file for Lightning 
 
 
 def _train_cmd(data: Path, run: Path) -> list[str]:
-    return [sys.executable, "-m", "handseg.cli", "train", "--images", str(data / "images"),
+    return [sys.executable, "-m", "handseg.app.cli", "train", "--images", str(data / "images"),
             "--masks", str(data / "masks"), "--out", str(run), "--image-size", "32", "48",
             "--batch-size", "3", "--epochs", str(EPOCHS), "--lr-drop-period", "1",
             "--backbone-weights", "none", "--workers", "0", "--precision", "32",
@@ -59,7 +59,7 @@ def _env(tmpdir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory) -> Path:
-    from handseg.synthetic import make_synthetic
+    from handseg.synth.hands import make_synthetic
 
     return make_synthetic(
         tmp_path_factory.mktemp("interrupt") / "data", n=10, size=(32, 48), seed=0,
@@ -240,7 +240,7 @@ def _interrupted(tiny_data: Path, root: Path, kills: list) -> tuple[Path, list[s
 
 
 def _resume_cmd(run: Path) -> list[str]:
-    return [sys.executable, "-m", "handseg.cli", "train", "--resume", str(run)]
+    return [sys.executable, "-m", "handseg.app.cli", "train", "--resume", str(run)]
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,14 @@ import pytest
 import torch
 from PIL import Image
 
-import handseg.io_safety
-from handseg.checkpoint import read_model_file, save_model_file
-from handseg.cli import main
-from handseg.errors import HandsegError
-from handseg.evaluate import write_evaluation
-from handseg.io_safety import atomic_write, atomic_write_text
-from handseg.metrics import SegmentationMetrics
-from handseg.model import HandSegNet
+import handseg.core.io
+from handseg.app.cli import main
+from handseg.core.errors import HandsegError
+from handseg.core.io import atomic_write, atomic_write_text
+from handseg.eval.evaluate import write_evaluation
+from handseg.eval.metrics import SegmentationMetrics
+from handseg.model.checkpoint import read_model_file, save_model_file
+from handseg.model.network import HandSegNet
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -84,8 +84,8 @@ class FullDisk:
         self.how, self.only = how, only  # only: count and fail files with this suffix
         self.healthy: int | None = None  # None: the disk is fine
         self.opened: list[Path] = []
-        self.real = handseg.io_safety._open_temp
-        monkeypatch.setattr(handseg.io_safety, "_open_temp", self._open_temp)
+        self.real = handseg.core.io._open_temp
+        monkeypatch.setattr(handseg.core.io, "_open_temp", self._open_temp)
 
     def fill_after(self, healthy: int) -> None:
         self.healthy, self.opened = healthy, []
@@ -258,7 +258,7 @@ def test_save_model_file_on_a_full_disk(tmp_path, full_disk):
 
 
 def test_save_split_on_a_full_disk(tmp_path, full_disk):
-    from handseg.data import load_split, save_split
+    from handseg.data.split import load_split, save_split
 
     split = {"train": [(tmp_path / "a.png", tmp_path / "a_mask.png")], "val": [], "test": []}
     for p in split["train"][0]:
@@ -277,7 +277,7 @@ def test_metrics_csv_on_a_full_disk(tmp_path, monkeypatch):
     (the disk is filled both at io_safety's seam and at ``open``, whichever is used)."""
     import builtins
 
-    from handseg.train import _History
+    from handseg.train.callbacks import History as _History
 
     history = _History(tmp_path, plot=False)
     history.rows = [{"epoch": 1, "step": 1, "lr": 0.001, "train_loss": 0.5, "time_s": 1.0}]
@@ -307,9 +307,9 @@ def test_metrics_csv_on_a_full_disk(tmp_path, monkeypatch):
 def test_training_on_a_full_disk(tmp_path, monkeypatch):
     """The disk fills while epoch 2's checkpoint is written: training stops with one line
     that says how to go on, and epoch 1's checkpoint is intact."""
-    from handseg.config import resolve_config
-    from handseg.synthetic import make_synthetic
-    from handseg.train import train
+    from handseg.core.config import resolve_config
+    from handseg.synth.hands import make_synthetic
+    from handseg.train.run import train
 
     data = make_synthetic(tmp_path / "data", n=10, size=(32, 48), seed=0, progress=False)
     cfg = resolve_config({"images": str(data / "images"), "masks": str(data / "masks"),
@@ -356,8 +356,8 @@ _MEASURE = """
 import json, os, sys
 from pathlib import Path
 import handseg
-from handseg.errors import HandsegError
-from handseg.predict import predict_inputs
+from handseg.core.errors import HandsegError
+from handseg.infer.media import predict_inputs
 
 def status_mb(key):
     with open("/proc/self/status") as f:

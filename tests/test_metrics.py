@@ -1,4 +1,4 @@
-"""Known-answer and brute-force tests for handseg.metrics."""
+"""Known-answer and brute-force tests for handseg.eval.metrics."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from handseg.metrics import (
-    IGNORE_INDEX,
+from handseg.core.constants import IGNORE_INDEX
+from handseg.eval.metrics import (
     SegmentationMetrics,
-    _unmatched,
     bf_score,
     boundary,
     confusion_counts,
@@ -22,6 +21,7 @@ from handseg.metrics import (
     to_json,
     write_per_image_csv,
 )
+from handseg.eval.metrics import unmatched as _unmatched
 
 # --------------------------------------------------------------------------- brute force
 

@@ -9,8 +9,13 @@ import pytest
 import torch
 import torchvision
 
-from handseg.errors import HandsegError
-from handseg.model import HandSegNet, ModelConfig, model_config, resolve_backbone_weights
+from handseg.core.errors import HandsegError
+from handseg.model.network import (
+    HandSegNet,
+    ModelConfig,
+    model_config,
+    resolve_backbone_weights,
+)
 
 
 @pytest.fixture(scope="module")

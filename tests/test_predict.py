@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 
 import handseg
-from handseg.checkpoint import read_model_file
-from handseg.cli import main
-from handseg.errors import HandsegError
-from handseg.predict import Predictor, expand_inputs, predict_paths, predict_video
+from handseg.app.cli import main
+from handseg.core.errors import HandsegError
+from handseg.infer.media import expand_inputs, predict_paths, predict_video
+from handseg.infer.predictor import Predictor
+from handseg.model.checkpoint import read_model_file
 
 INPUT_SIZE = (64, 80)
 

@@ -12,11 +12,11 @@ from urllib.parse import unquote
 
 import pytest
 
-from handseg.cli import main
-from handseg.config import resolve_config
-from handseg.errors import HandsegError
-from handseg.report import write_report
-from handseg.train import train
+from handseg.app.cli import main
+from handseg.core.config import resolve_config
+from handseg.core.errors import HandsegError
+from handseg.report.report import write_report
+from handseg.train.run import train
 
 
 class _Links(HTMLParser):

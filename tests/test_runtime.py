@@ -11,11 +11,11 @@ import pytest
 import torch
 
 import handseg
-import handseg.runtime as rt
-from handseg.checkpoint import read_model_file
-from handseg.cli import main
-from handseg.errors import HandsegError
-from handseg.predict import Predictor
+import handseg.infer.backends as rt
+from handseg.app.cli import main
+from handseg.core.errors import HandsegError
+from handseg.infer.predictor import Predictor
+from handseg.model.checkpoint import read_model_file
 from test_export import _photo  # the same synthetic photo
 
 INPUT_SIZE = (64, 80)
@@ -109,7 +109,7 @@ def test_failed_quantisation_falls_back_to_fp32(net_meta, monkeypatch, caplog):
     def broken(*a, **k):
         raise RuntimeError("quantiser exploded")
 
-    monkeypatch.setattr(rt, "_cached_int8", broken)
+    monkeypatch.setattr(rt, "cached_int8", broken)
     with caplog.at_level(logging.WARNING, logger="handseg"):
         b = rt.make_backend(net, meta, "onnx", "int8")
     assert b.precision == "fp32"

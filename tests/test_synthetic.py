@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handseg.backgrounds import BackgroundSource
-from handseg.cli import main
-from handseg.errors import HandsegError
-from handseg.synthetic import HAND_SHAPES, make_synthetic, render_hand, render_sample
+from handseg.app.cli import main
+from handseg.core.errors import HandsegError
+from handseg.synth.backgrounds import BackgroundSource
+from handseg.synth.hands import HAND_SHAPES, make_synthetic, render_hand, render_sample
 
 SIZE = (64, 80)
 

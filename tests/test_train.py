@@ -10,11 +10,12 @@ import pytest
 import torch
 import yaml
 
-from handseg.cli import main
-from handseg.config import TrainConfig, resolve_config
-from handseg.errors import HandsegError
-from handseg.model import HandSegNet
-from handseg.train import SegModule, build_optimizer, build_scheduler, param_groups, train
+from handseg.app.cli import main
+from handseg.core.config import TrainConfig, resolve_config
+from handseg.core.errors import HandsegError
+from handseg.model.network import HandSegNet
+from handseg.train.module import SegModule, build_optimizer, build_scheduler, param_groups
+from handseg.train.run import train
 
 TINY = {
     "image_size": (64, 80),
@@ -65,7 +66,7 @@ def test_run_directory_holds_every_file(two_epoch_run):
 
 def test_model_file_rebuilds_the_presets_light_network(two_epoch_run):
     """The scratch preset's architecture options reach the model file, which rebuilds it."""
-    from handseg.checkpoint import read_model_file
+    from handseg.model.checkpoint import read_model_file
 
     net, meta = read_model_file(two_epoch_run / "model.pt")
     assert (net.cfg.output_stride, net.cfg.decoder_channels) == (32, 64)
@@ -292,10 +293,9 @@ def test_dice_loss_option_adds_the_soft_dice_term(tmp_path):
 
 
 def test_robust_preset_is_scratch_with_background_compositing():
-    from handseg.augment_bg import BackgroundComposite
-    from handseg.backgrounds import FAMILIES
-    from handseg.train import _augment_options
-    from handseg.transforms import build_transform
+    from handseg.core.constants import FAMILIES
+    from handseg.synth.compositing import BackgroundComposite, build_transform
+    from handseg.train.run import augment_options as _augment_options
 
     scratch, robust = resolve_config({"preset": "scratch"}), resolve_config({"preset": "robust"})
     assert (robust.output_stride, robust.optimizer, robust.class_weighting) == (

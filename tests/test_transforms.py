@@ -7,9 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-import handseg.transforms as T
-from handseg.data import IGNORE_INDEX, SegDataset
-from handseg.errors import HandsegError
+import handseg.data.transforms as T
+from handseg.core.constants import IGNORE_INDEX
+from handseg.core.errors import HandsegError
+from handseg.data.dataset import SegDataset
 
 H, W = 60, 80
 

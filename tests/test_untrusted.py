@@ -18,11 +18,11 @@ import torch
 import yaml
 
 import handseg
-from handseg.checkpoint import save_model_file
-from handseg.cli import main
-from handseg.config import TrainConfig, resolve_config, save_config
-from handseg.errors import HandsegError
-from handseg.model import HandSegNet, resolve_backbone_weights
+from handseg.app.cli import main
+from handseg.core.config import TrainConfig, resolve_config, save_config
+from handseg.core.errors import HandsegError
+from handseg.model.checkpoint import save_model_file
+from handseg.model.network import HandSegNet, resolve_backbone_weights
 
 
 class _Payload:
@@ -218,7 +218,7 @@ def test_crafted_config_yaml_in_a_run_folder(tmp_path, marker):
     (run / "config.yaml").write_text(_YAML_PAYLOADS[0].format(m=marker))
     _assert_one_error_line(*_cli(["train", "--resume", str(run)]))
     assert not marker.exists()
-    from handseg.cli import _run_hand_value
+    from handseg.app.cli import run_hand_value as _run_hand_value
 
     assert _run_hand_value(run) is None  # evaluate --run: the unsafe file is ignored
 
@@ -230,7 +230,8 @@ def _run_folder_with_crafted_checkpoint(tmp_path: Path, marker: Path) -> Path:
     """A run folder ready for ``--resume`` whose last.ckpt carries the payload."""
     from PIL import Image
 
-    from handseg.data import find_pairs, make_split, save_split
+    from handseg.data.pairs import find_pairs
+    from handseg.data.split import make_split, save_split
 
     for sub in ("images", "masks"):
         (tmp_path / sub).mkdir()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from handseg import viz
+from handseg.core import viz
 
 WHITE, BLACK, GREEN, MAGENTA, GREY = (
     [255, 255, 255],

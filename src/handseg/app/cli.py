@@ -1,0 +1,687 @@
+"""The ``handseg`` command. Thin: parse arguments, call one library function, report.
+
+Each subcommand has an ``_add_<name>(sub)`` function that builds its parser and sets
+``func`` to a ``_run_<name>(args)`` handler; ``_COMMANDS`` lists them in help order.
+Library errors (:class:`HandsegError`) become one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from handseg.app.demo import DEMO_DEFAULTS, run_demo
+from handseg.core.config import PRESETS, load_config, resolve_config
+from handseg.core.constants import __version__
+from handseg.core.errors import HandsegError
+from handseg.data.inspect import format_inspect_report, inspect_data
+from handseg.data.pairs import find_pairs
+from handseg.eval.baseline import run_skin_baseline
+from handseg.eval.evaluate import (
+    compare,
+    evaluate_mask_folders,
+    evaluate_model,
+    evaluate_split,
+    headline,
+    write_evaluation,
+)
+from handseg.eval.metrics import format_metrics_tables
+from handseg.infer.export import export_onnx
+from handseg.infer.media import predict_inputs, predict_video
+from handseg.infer.predictor import load_model
+from handseg.report.report import write_report
+from handseg.synth.hands import make_synthetic
+from handseg.train.run import is_rank_zero, train
+
+log = logging.getLogger("handseg")
+
+
+def _add_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="generate the built-in synthetic hand data set",
+        description="Write DIR/images/*.png and DIR/masks/*.png (0/255): synthetic hands "
+        "of varied shapes and skin tones on plain to cluttered backgrounds.",
+    )
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("-n", type=int, default=100, help="number of images (default 100)")
+    p.add_argument(
+        "--size",
+        type=int,
+        nargs=2,
+        default=(240, 320),
+        metavar=("H", "W"),
+        help="image size, height then width (default 240 320)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(func=_run_synth)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+
+    out = make_synthetic(args.out, n=args.n, size=tuple(args.size), seed=args.seed)
+    print(f"wrote {args.n} synthetic images to {out / 'images'} and masks to {out / 'masks'}")
+    return 0
+
+
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="check a photo/mask folder pair before training",
+        description="Pair the photos with their masks and report the pairing rule, image "
+        "and mask sizes, a class table like MATLAB's countEachLabel and the median-frequency "
+        "class weights training would use; with --out also a class-frequency chart and a "
+        "grid of photos with their masks overlaid.",
+    )
+    p.add_argument("--images", required=True, help="folder of photos")
+    p.add_argument("--masks", required=True, help="folder of masks (white = hand)")
+    p.add_argument("--out", help="folder for class-frequency.png, samples.png, inspect.json")
+    p.add_argument(
+        "--hand-value", metavar="V",
+        help="mask value that means hand, for masks with several label values "
+        "(an integer, palette index, or R,G,B colour)",
+    )  # fmt: skip
+    p.set_defaults(func=_run_inspect)
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+
+    info = inspect_data(args.images, args.masks, args.out, hand_value=args.hand_value)
+    print(format_inspect_report(info))
+    return 0
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+
+    p = sub.add_parser(
+        "train",
+        help="train DeepLab v3+ (ResNet-18) on a photo/mask folder pair",
+        description="Train on --images/--masks with the seed workflow's options "
+        "(--preset seed: SGD 1e-3, x0.3 every 10 epochs, batch 8, patience 4, "
+        "median-frequency class weights), --preset scratch (for random initialisation) or "
+        "--preset robust (scratch + background compositing, for photos taken elsewhere than "
+        "the training photos; three times the epochs). "
+        "Options come from: defaults < preset < --config FILE < flags. The run folder gets "
+        "config.yaml, split.json, checkpoints/, metrics.csv, training-progress.png, model.pt "
+        "and test/ (test-split metrics).",
+        epilog=f"presets: {', '.join(PRESETS)}. Example: handseg train --images photos "
+        "--masks masks --out runs/r1 --preset scratch --image-size 384 512",
+        argument_default=None,
+    )
+    d = p.add_argument_group("data")
+    d.add_argument("--images", help="folder of photos")
+    d.add_argument("--masks", help="folder of masks (white/bright = hand)")
+    d.add_argument("--split", help="reuse an existing split.json instead of drawing a new split")
+    d.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="training size, height width (default 720 960)",
+    )
+    d.add_argument(
+        "--split-fractions",
+        type=float,
+        nargs=3,
+        metavar=("TRAIN", "VAL", "TEST"),
+        help="default 0.6 0.2 0.2",
+    )
+    d.add_argument(
+        "--seed", type=int, help="seed for the split, initialisation and shuffling (default 0)"
+    )
+    d.add_argument("--classes", nargs=2, metavar=("BACKGROUND", "HAND"), help="class names")
+    d.add_argument(
+        "--hand-value", type=int, help="mask value that means hand, for masks with several labels"
+    )
+    d.add_argument(
+        "--cache",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep decoded, resized images in memory between epochs (faster epochs; memory "
+        "grows with the data set, so leave it off for large sets; default off)",
+    )
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--preset", choices=sorted(PRESETS), help="option set (default seed)")
+    o.add_argument(
+        "--backbone-weights",
+        metavar="W",
+        help="auto | imagenet | none | PATH to a torchvision ResNet-18 state dict (default auto)",
+    )
+    o.add_argument(
+        "--output-stride",
+        type=int,
+        choices=[8, 16, 32],
+        help="encoder output stride: 16 = MATLAB's (dilated last stage), 32 = about 2x faster "
+        "(default: the preset's; scratch 32)",
+    )
+    o.add_argument(
+        "--decoder-channels",
+        type=int,
+        metavar="N",
+        help="width of the ASPP branches and decoder convolutions: 256 = MATLAB's "
+        "(default: the preset's; scratch 64)",
+    )
+    o.add_argument("--class-weighting", choices=["median-frequency", "none"])
+    o.add_argument(
+        "--loss",
+        choices=["ce", "ce+dice"],
+        help="training loss: ce = pixel cross-entropy (MATLAB's); ce+dice adds a soft Dice "
+        "term, which optimises overlap directly (validation loss stays cross-entropy)",
+    )
+    o.add_argument("--optimizer", choices=["sgd", "adamw"])
+    o.add_argument("--lr", type=float, help="initial learning rate of the backbone")
+    o.add_argument("--momentum", type=float)
+    o.add_argument("--weight-decay", type=float, help="L2 factor (SGD) / decoupled decay (AdamW)")
+    o.add_argument("--head-lr-factor", type=float, help="learning-rate factor of the new layers")
+    o.add_argument("--schedule", choices=["piecewise", "cosine", "onecycle", "constant"])
+    o.add_argument("--lr-drop-factor", type=float)
+    o.add_argument("--lr-drop-period", type=int, help="epochs between drops")
+    o.add_argument("--warmup-epochs", type=int)
+    o.add_argument("--epochs", type=int, help="maximum epochs")
+    o.add_argument("--batch-size", type=int, help="mini-batch size per device")
+    o.add_argument(
+        "--patience", type=int, help="stop after N validations without improvement (0 = off)"
+    )
+    o.add_argument("--max-steps", type=int, help="stop after N iterations (quick checks)")
+    a = p.add_argument_group("augmentation")
+    a.add_argument(
+        "--augment",
+        nargs="+",
+        metavar="NAME",
+        help="seed (flip + translate 10 px), flip, translate, scale-rotate, color, "
+        "blur-noise, background, none",
+    )
+    a.add_argument(
+        "--backgrounds", metavar="DIR", help="your own background photos for --augment background"
+    )
+    a.add_argument(
+        "--background-prob", type=float, metavar="P", help="probability of a new background"
+    )
+    a.add_argument(
+        "--camouflage-prob",
+        type=float,
+        metavar="P",
+        help="share of new backgrounds recoloured towards the hand's own skin colour: hard "
+        "negatives such as skin-toned walls or a face behind the hand (default 0)",
+    )
+    a.add_argument(
+        "--background-families",
+        nargs="+",
+        metavar="NAME",
+        help="built-in backgrounds for --augment background and the synthetic hands: plain, "
+        "gradient, texture, clutter, indoor, skin (default all)",
+    )
+    a.add_argument(
+        "--synthetic-fraction", type=float, help="share of synthetic hands mixed into training"
+    )
+    h = p.add_argument_group("hardware")
+    h.add_argument("--device", help="auto | cpu | gpu | cuda | mps")
+    h.add_argument("--devices", type=int, help="devices (processes) per node")
+    h.add_argument("--num-nodes", type=int)
+    h.add_argument("--strategy", help="auto | ddp | ddp_spawn ...")
+    h.add_argument("--workers", type=int, help="data-loading workers (-1 = choose)")
+    h.add_argument("--precision", help="auto | 32 | bf16-mixed | 16-mixed")
+    p.add_argument("--out", help="run folder (default runs/run)")
+    p.add_argument("--config", help="YAML file of options (flags override it)")
+    p.add_argument(
+        "--resume", metavar="RUN", help="continue an interrupted run from RUN/checkpoints/last.ckpt"
+    )
+    p.add_argument(
+        "--no-test",
+        dest="evaluate_test",
+        action="store_false",
+        default=None,
+        help="skip the test-split evaluation at the end",
+    )
+    p.set_defaults(func=_run_train)
+
+
+_TRAIN_KEYS = (
+    "images masks split image_size split_fractions seed classes hand_value cache preset "
+    "backbone_weights output_stride decoder_channels class_weighting loss optimizer lr momentum "
+    "weight_decay head_lr_factor schedule lr_drop_factor lr_drop_period warmup_epochs epochs "
+    "batch_size patience max_steps augment backgrounds background_prob camouflage_prob "
+    "background_families "
+    "synthetic_fraction device devices num_nodes strategy workers precision out evaluate_test"
+).split()
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    overrides = {k: getattr(args, k, None) for k in _TRAIN_KEYS}
+    config_file = args.config
+    if args.resume:
+        run = Path(args.resume)
+        if not (run / "config.yaml").is_file():
+            raise HandsegError(f"cannot resume: {run / 'config.yaml'} does not exist")
+        # the run's own options, with any flags given now on top
+        overrides = _resume_config(run) | {k: v for k, v in overrides.items() if v is not None}
+        overrides["out"] = str(run)
+    cfg = resolve_config(overrides, config_file)
+    run = train(cfg, resume=bool(args.resume))
+    if is_rank_zero():  # under DDP every process returns here; one reports
+        print(f"run folder: {run}  (model: {run / 'model.pt'})")
+    return 0
+
+
+def _resume_config(run) -> dict:
+    """config.yaml of a run, minus the facts recorded after resolution."""
+
+    data = load_config(run / "config.yaml", extra_ok=("backbone_weights_used", "class_weights"))
+    for k in ("backbone_weights_used", "class_weights"):
+        data.pop(k, None)
+    return data
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a model, or another tool's masks, against ground-truth masks",
+        description="Print the data-set and class metrics MATLAB's "
+        "evaluateSemanticSegmentation reports (global/mean accuracy, IoU, weighted IoU, BF "
+        "score; counts at each mask's own resolution, BF averaged over images); with --out "
+        "also write metrics.json, per-image.csv (worst first) and confusion.png.",
+        epilog="Examples: handseg evaluate --model runs/r1/model.pt --images photos --masks "
+        "masks | handseg evaluate --run runs/r1 --split test | handseg evaluate --pred-masks "
+        "other_tool_out --masks masks",
+    )
+    p.add_argument("--model", help="model file (RUN/model.pt) to run on --images")
+    p.add_argument("--pred-masks", metavar="DIR", help="masks predicted by any tool, to score")
+    p.add_argument("--images", help="folder of photos (with --model)")
+    p.add_argument("--masks", help="folder of ground-truth masks (white/bright = hand)")
+    p.add_argument(
+        "--split", choices=["train", "val", "test"],
+        help="evaluate this subset of RUN/split.json (folders default to those in the split)",
+    )  # fmt: skip
+    p.add_argument("--run", help="training run folder (holds split.json and model.pt)")
+    p.add_argument("--out", help="folder for metrics.json, per-image.csv, confusion.png")
+    p.add_argument("--hand-value", metavar="V", help="ground-truth mask value that means hand")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    _add_runtime_options(p)
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    hand_value = args.hand_value
+    if args.model and args.pred_masks:
+        raise HandsegError("pass either --model (to predict) or --pred-masks (to score), not both")
+    if args.pred_masks:
+        if not args.masks:
+            raise HandsegError("--pred-masks needs --masks DIR, the ground-truth masks")
+        if args.images or args.split or args.run:
+            raise HandsegError("--images, --split and --run go with --model, not --pred-masks")
+        result = evaluate_mask_folders(args.pred_masks, args.masks, hand_value=hand_value)
+    else:
+        model = args.model or (str(Path(args.run) / "model.pt") if args.run else None)
+        if not model:
+            raise HandsegError(
+                "say what to evaluate: --model RUN/model.pt with --images DIR --masks DIR "
+                "(or --split test --run RUN), or --pred-masks DIR --masks DIR"
+            )
+
+        run = Path(args.run) if args.run else None
+        if args.split and run is None:
+            if not (Path(model).parent / "split.json").is_file():
+                raise HandsegError(f"--split {args.split} needs --run RUN, the run with split.json")
+            run = Path(model).parent
+        if hand_value is None and run is not None:
+            hand_value = run_hand_value(run)
+        predictor = load_model(model, device=args.device, **_runtime_kwargs(args))
+        if args.split:
+            result = evaluate_split(
+                predictor, run, args.split, images_dir=args.images, masks_dir=args.masks,
+                hand_value=hand_value,
+            )  # fmt: skip
+        else:
+            if not (args.images and args.masks):
+                raise HandsegError(
+                    "--model needs --images DIR and --masks DIR, or --split NAME --run RUN"
+                )
+
+            pairs = find_pairs(args.images, args.masks)
+            result = evaluate_model(predictor, pairs, hand_value=hand_value)
+    print(format_metrics_tables(result))
+    print(headline(result))
+    if args.out:
+        paths = write_evaluation(result, args.out)
+        print(f"wrote {', '.join(p.name for p in paths.values())} to {args.out}")
+    return 0
+
+
+def run_hand_value(run) -> str | None:
+    """The hand value a training run was configured with (None when unset or unknown)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    value = cfg.get("hand_value") if isinstance(cfg, dict) else None
+    return None if value is None else str(value)
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="segment hands in photos, folders, glob patterns and videos",
+        description="Write OUT/<name>_mask.png (0/255) and OUT/<name>_overlay.jpg for every "
+        "image, at the image's own resolution, and OUT/<name>_overlay.mp4 for every video "
+        "(.mp4 .avi .mov .mkv .webm). Unreadable inputs are skipped with a warning.",
+        epilog="Example: handseg predict --model runs/r1/model.pt photos/ 'more/*.jpg' "
+        "clip.mp4 --out predictions",
+    )
+    p.add_argument(
+        "inputs", nargs="*", metavar="INPUT",
+        help="image or video files, folders, glob patterns (quote a pattern to let handseg "
+        "expand it, e.g. 'data/**/*.png')",
+    )  # fmt: skip
+    p.add_argument("--model", required=True, help="model file (RUN/model.pt)")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per network call (default 4)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    _add_runtime_options(p)
+    p.add_argument("--no-overlay", dest="overlay", action="store_false",
+                   help="write only the masks, no overlay images")  # fmt: skip
+    live = p.add_argument_group("live video")
+    live.add_argument("--camera", type=int, metavar="N",
+                      help="segment camera N (0 = the default webcam) live; writes "
+                      "OUT/camera<N>_overlay.mp4 and prints the achieved frame rate")  # fmt: skip
+    live.add_argument(
+        "--show",
+        action="store_true",
+        help="also show the overlaid frames in a window (q or Esc stops)",
+    )
+    live.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+
+    if args.batch_size < 1:
+        raise HandsegError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not args.inputs and args.camera is None:
+        raise HandsegError("give at least one INPUT (file, folder, glob or video) or --camera N")
+    predictor = load_model(args.model, device=args.device, **_runtime_kwargs(args))
+    if args.camera is not None:
+        from pathlib import Path
+
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        out = Path(args.out) / f"camera{args.camera}_overlay.mp4"
+        r = predict_video(predictor, args.camera, out, show=args.show, max_frames=args.max_frames)
+        print(f"camera {args.camera}: {r['frames']} frames at {r['fps']:.1f} frames/s -> {out}")
+        if not args.inputs:
+            return 0
+    records = predict_inputs(
+        predictor, args.inputs, args.out, batch_size=args.batch_size, overlay=args.overlay
+    )
+    ok = [r for r in records if r["ok"]]
+    for r in ok:
+        if "frames" in r:
+            print(f"{r['input']}: {r['frames']} frames at {r['fps']:.1f} frames/s -> {r['output']}")
+    n_images = sum(1 for r in ok if "mask" in r)
+    skipped = len(records) - len(ok)
+    what = "mask(s) and overlay(s)" if args.overlay else "mask(s)"
+    print(
+        f"wrote {n_images} {what} to {args.out}"
+        + (f"; skipped {skipped} unreadable input(s)" if skipped else "")
+    )
+    if not ok:
+        raise HandsegError(f"none of the {len(records)} input(s) could be read; see the warnings")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="the seed's test figure: prediction overlay and comparison with the ground truth",
+        description="Left: the photo with the predicted hand overlaid. Right: hand found "
+        "correctly white, background black, mismatches green (--split-errors: false hand "
+        "green, missed hand magenta). Hand IoU and BF score, computed at the mask's "
+        "resolution, are printed and drawn in the title.",
+    )
+    p.add_argument("--model", required=True, help="model file (RUN/model.pt)")
+    p.add_argument("--image", required=True, help="photo")
+    p.add_argument("--mask", required=True, help="its ground-truth mask")
+    p.add_argument("--out", required=True, help="figure to write (.png)")
+    p.add_argument("--split-errors", action="store_true",
+                   help="colour false hand green and missed hand magenta")  # fmt: skip
+    p.add_argument("--hand-value", metavar="V", help="ground-truth mask value that means hand")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    _add_runtime_options(p)
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+
+    predictor = load_model(args.model, device=args.device, **_runtime_kwargs(args))
+    r = compare(
+        predictor, args.image, args.mask, args.out,
+        split_errors=args.split_errors, hand_value=args.hand_value,
+    )  # fmt: skip
+    print(
+        f"{r['image']}: hand IoU {r['hand_iou']:.4f}  BF {r['bf']:.4f}  "
+        f"accuracy {r['accuracy']:.4f}"
+    )
+    print(f"wrote {r['out']}")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+
+    n, (h, w), e = DEMO_DEFAULTS["n"], DEMO_DEFAULTS["size"], DEMO_DEFAULTS["epochs"]
+    p = sub.add_parser(
+        "demo",
+        help="synthetic data -> trained model -> HTML report, in one command",
+        description="Generate the built-in synthetic hand photos, train the scratch preset at "
+        "a small size, evaluate the test split and write DIR/report.html (open it in a "
+        "browser), DIR/run (the training run), DIR/overlays and DIR/data. The defaults take "
+        "a few minutes on two CPU cores.",
+    )
+    p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
+    p.add_argument("--n", type=int, default=n, help=f"synthetic photos (default {n})")
+    p.add_argument(
+        "--size", type=int, nargs=2, default=(h, w), metavar=("H", "W"),
+        help=f"photo and training size, height width (default {h} {w})",
+    )  # fmt: skip
+    p.add_argument("--epochs", type=int, default=e, help=f"training epochs (default {e})")
+    fam = " ".join(DEMO_DEFAULTS["families"])
+    p.add_argument(
+        "--families",
+        nargs="+",
+        metavar="NAME",
+        default=list(DEMO_DEFAULTS["families"]),
+        help="background families of the synthetic photos: plain gradient texture clutter "
+        f"indoor skin, or all (default {fam}: the hardest ones, skin-coloured distractors and "
+        "indoor scenes, need far more training than a demo's few minutes)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    run_demo(
+        args.out, n=args.n, size=tuple(args.size), epochs=args.epochs, seed=args.seed,
+        device=args.device, families=None if "all" in args.families else tuple(args.families),
+    )  # fmt: skip
+    return 0
+
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write an HTML report of a training run",
+        description="Write RUN/report.html: what was trained, the headline test metrics, the "
+        "training-progress plot, the data-set and class metric tables, the normalised "
+        "confusion matrix and the comparison figure of every test image (worst first), each "
+        "explained in plain words. Pictures go beside it in report-files/.",
+        epilog="Example: handseg report runs/r1 && open runs/r1/report.html",
+    )
+    p.add_argument("run", metavar="RUN", help="training run folder (handseg train --out)")
+    p.add_argument("--out", metavar="FILE", help="HTML file to write (default RUN/report.html)")
+    p.add_argument("--embed", action="store_true",
+                   help="put the pictures inside the HTML file (one file to share)")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+
+    path = write_report(args.run, args.out, embed=args.embed, device=args.device, progress=True)
+    print(path)
+    return 0
+
+
+def _add_baseline(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "baseline",
+        help="a classical baseline to measure against: skin colour (YCrCb) + morphology",
+        description="Segment every photo of --images with skin-colour thresholds (Cr, Cb in "
+        "OpenCV's YCrCb), opening, closing, hole filling and the largest component(s), and "
+        "write OUT/<stem>_mask.png (0/255) for 'handseg evaluate --pred-masks OUT --masks GT'.",
+        epilog="Example: handseg baseline skin --images photos --out skin_masks && handseg "
+        "evaluate --pred-masks skin_masks --masks masks",
+    )
+    p.add_argument("method", choices=["skin"], help="baseline to run (skin)")
+    p.add_argument("--images", required=True, help="folder of photos")
+    p.add_argument("--out", required=True, help="folder for the masks (created)")
+    p.add_argument("--cr", type=float, nargs=2, default=(133, 173), metavar=("LO", "HI"),
+                   help="Cr range of skin (default 133 173)")  # fmt: skip
+    p.add_argument("--cb", type=float, nargs=2, default=(77, 127), metavar=("LO", "HI"),
+                   help="Cb range of skin (default 77 127)")  # fmt: skip
+    p.add_argument("--open-radius", type=int, metavar="PX",
+                   help="opening disk radius (default 0.3%% of the image diagonal; 0 = off)")  # fmt: skip
+    p.add_argument("--close-radius", type=int, metavar="PX",
+                   help="closing disk radius (default 1%% of the image diagonal; 0 = off)")  # fmt: skip
+    p.add_argument("--no-fill-holes", dest="fill_holes", action="store_false",
+                   help="do not fill holes enclosed by skin")  # fmt: skip
+    p.add_argument("--min-area", type=float, default=0.002, metavar="FRAC",
+                   help="smallest component kept, as a fraction of the image (default 0.002)")  # fmt: skip
+    p.add_argument("--keep", type=int, default=1, metavar="N",
+                   help="keep the N largest components (0 = all; default 1)")  # fmt: skip
+    p.set_defaults(func=_run_baseline)
+
+
+def _run_baseline(args: argparse.Namespace) -> int:
+    written = run_skin_baseline(
+        args.images, args.out, cr=tuple(args.cr), cb=tuple(args.cb),
+        open_radius=args.open_radius, close_radius=args.close_radius,
+        fill_holes=args.fill_holes, min_area=args.min_area, keep=args.keep,
+    )  # fmt: skip
+    print(f"wrote {len(written)} skin-baseline masks to {args.out}")
+    return 0
+
+
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inference speed (see handseg.runtime)")
+    g.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                   help="PyTorch or onnxruntime (default auto: the measured fastest)")  # fmt: skip
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+                   help="bf16 needs a CPU with avx512_bf16/AMX, int8 runs on onnxruntime; "
+                   "unsupported choices fall back to fp32 with a warning (default auto)")  # fmt: skip
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the network (default: the library's choice)")  # fmt: skip
+    g.add_argument("--scale", type=float, default=1.0, metavar="F",
+                   help="run the network at F x the model's input size (e.g. 0.5: about 4x "
+                   "faster, coarser edges; default 1)")  # fmt: skip
+
+
+def _runtime_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "runtime": args.runtime,
+        "precision": args.precision,
+        "threads": args.threads,
+        "scale": args.scale,
+    }
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a trained model to ONNX (dynamic batch, height and width)",
+        description="Write a self-describing ONNX file: input 'image' (B, 3, H, W) normalised "
+        "float32, output 'logits' (B, C, H, W); classes, normalisation and input size are in "
+        "its metadata, so handseg predict/evaluate --model model.onnx work on it. The export "
+        "is checked against the PyTorch model on random inputs of several sizes (mask "
+        "agreement >= 99.9 %%) before it is written.",
+        epilog="Example: handseg export --model runs/r1/model.pt --out model.onnx",
+    )
+    p.add_argument("--model", required=True, help="model file (RUN/model.pt)")
+    p.add_argument("--out", required=True, help="ONNX file to write (.onnx)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--checks", type=int, default=3, metavar="N",
+                   help="random inputs for the parity check (default 3)")  # fmt: skip
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="skip the parity check against PyTorch")  # fmt: skip
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    r = export_onnx(args.model, args.out, opset=args.opset, check=args.check,
+                    n_checks=args.checks)  # fmt: skip
+    if r["checks"]:
+        print(
+            f"parity with PyTorch on {len(r['checks'])} inputs: max |logit difference| "
+            f"{r['max_abs_diff']:.3g}, mask agreement >= {100 * r['min_mask_agreement']:.3f} %"
+        )
+    print(f"wrote {r['path']} ({r['size_mb']} MB, opset {r['opset']})")
+    return 0
+
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_synth,
+    _add_inspect,
+    _add_train,
+    _add_evaluate,
+    _add_predict,
+    _add_compare,
+    _add_report,
+    _add_demo,
+    _add_baseline,
+    _add_export,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="handseg",
+        description="Segment hands in photos of Arabic Sign Language: train DeepLab v3+ "
+        "(ResNet-18) on your photo/mask folders, evaluate it with the metrics the field "
+        "reports, and run it on new photos and video.",
+        epilog="Run 'handseg COMMAND --help' for the options of one command.",
+    )
+    parser.add_argument("--version", action="version", version=f"handseg {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args.func(args) or 0)
+    except HandsegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""core.constants."""
+
+from __future__ import annotations
+
+IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IGNORE_INDEX = 255
+"""Mask value for undefined pixels (e.g. filled in by a translation); no loss, no metric."""
+CLASS_NAMES = ("background", "hand")
+SUBSETS = ("train", "val", "test")
+__version__ = "0.1.0"
+FAMILIES: tuple[str, ...] = ("plain", "gradient", "texture", "clutter", "indoor", "skin")
+"""Names of the built-in background generators, from easy to hard."""
+VIDEO_EXTS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+"""Inputs with these extensions are read frame by frame with OpenCV."""

@@ -1,0 +1,207 @@
+"""Evaluate a model (or another tool's masks) against ground truth, like MATLAB's
+``evaluateSemanticSegmentation``: counts accumulate over the whole set at each ground-truth
+mask's own resolution; BF scores are per image and averaged over images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from handseg.core.errors import HandsegError
+from handseg.core.imaging import fit_mask_to_image, list_images, read_image, read_mask
+from handseg.core.io import atomic_write_text
+from handseg.core.viz import comparison_figure, comparison_image, confusion_figure
+from handseg.data.pairs import find_pairs
+from handseg.data.split import load_split
+from handseg.eval.metrics import SegmentationMetrics, to_json, write_per_image_csv
+
+log = logging.getLogger(__name__)
+_SUBSETS = ("train", "val", "test")
+
+
+def evaluate_model(
+    predictor,
+    pairs: Sequence[tuple[Path, Path]],
+    *,
+    hand_value: int | None = None,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> dict[str, Any]:
+    """Predict every image and score it against its mask at the mask's resolution.
+
+    The image is read at full size; its prediction is produced directly at the mask's size
+    (the mask may be smaller than the photo, as in arsl-bg11).
+    """
+
+    if not pairs:
+        raise HandsegError("nothing to evaluate: the set holds no image/mask pairs")
+    acc = SegmentationMetrics(predictor.classes)
+    for image_path, mask_path in tqdm(pairs, desc=desc, unit="img", disable=not progress):
+        image = read_image(image_path)
+        gt = read_mask(mask_path, hand_value=hand_value)
+        _check_aspect(image.shape[:2], gt.shape[:2], image_path, mask_path)
+        pred = predictor.predict(image, out_size=gt.shape[:2])
+        acc.update(pred, gt, image=Path(image_path).name, mask=Path(mask_path).name)
+    return acc.compute()
+
+
+def _check_aspect(a: tuple[int, int], b: tuple[int, int], pa: Path, pb: Path) -> None:
+    """Raise when (H, W) sizes ``a`` (of ``pa``) and ``b`` (of ``pb``) differ in aspect."""
+    ra, rb = a[1] / a[0], b[1] / b[0]
+    if abs(ra - rb) / rb > 0.01:
+        raise HandsegError(
+            f"{Path(pb).name} is {b[1]}x{b[0]} (W x H) but {Path(pa).name} is {a[1]}x{a[0]}: "
+            "the aspect ratios differ, so one cannot be resized onto the other; check the "
+            "pairing or re-export the file at the right size"
+        )
+
+
+def evaluate_split(
+    predictor,
+    run: str | Path,
+    subset: str = "test",
+    *,
+    images_dir: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+    hand_value: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate one subset (``train``, ``val`` or ``test``) of a training run's
+    ``RUN/split.json``; the folders stored in the split are used unless overridden."""
+
+    if subset not in _SUBSETS:
+        raise HandsegError(f"unknown split {subset!r}: choose one of {', '.join(_SUBSETS)}")
+    run = Path(run)
+    split_file = run / "split.json" if run.is_dir() else run
+    pairs = load_split(split_file, images_dir, masks_dir)[subset]
+    if not pairs:
+        raise HandsegError(f"the {subset} split of {split_file} is empty; choose another split")
+    return evaluate_model(
+        predictor, pairs, hand_value=hand_value, progress=progress, desc=f"{subset} split"
+    )
+
+
+def evaluate_mask_folders(
+    pred_dir: str | Path,
+    masks_dir: str | Path,
+    *,
+    class_names: Sequence[str] = ("background", "hand"),
+    hand_value: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score masks written by any tool (``pred_dir``) against ground truth (``masks_dir``).
+
+    Files are paired as the data layer pairs images and masks, with the ground truth in
+    the images' place so that a prediction may carry a mask suffix: ``a_mask.png`` (as
+    ``handseg predict`` writes it) pairs with ``a.png``, and a folder pairs with itself by
+    name. Non-images in either folder are skipped with a warning. ``hand_value`` applies to
+    the ground truth. A predicted mask whose size differs from its ground truth is resized
+    (nearest) when the aspect ratio matches, else :class:`HandsegError` names the file.
+    """
+
+    for d, what in ((pred_dir, "predicted masks"), (masks_dir, "ground-truth masks")):
+        if not Path(d).is_dir():
+            raise HandsegError(f"{what} folder {d} does not exist or is not a folder")
+    if Path(pred_dir).resolve() == Path(masks_dir).resolve():  # a folder against itself
+        pairs = [(m, m) for m in list_images(masks_dir, what="masks")]
+    else:
+        pairs = [(p, g) for g, p in find_pairs(masks_dir, pred_dir)]
+    acc = SegmentationMetrics(class_names)
+    for pred_path, gt_path in tqdm(pairs, desc="evaluate", unit="img", disable=not progress):
+        gt = read_mask(gt_path, hand_value=hand_value)
+        pred = read_mask(pred_path)
+        if pred.shape != gt.shape:
+            _check_aspect(gt.shape[:2], pred.shape[:2], gt_path, pred_path)
+            pred = fit_mask_to_image(pred, gt.shape[:2], name=str(pred_path))
+        acc.update(pred, gt, image=Path(pred_path).name, mask=Path(gt_path).name)
+    return acc.compute()
+
+
+def compare(
+    predictor,
+    image_path: str | Path,
+    mask_path: str | Path,
+    out_path: str | Path,
+    *,
+    split_errors: bool = False,
+    hand_value: int | None = None,
+) -> dict[str, Any]:
+    """The seed's test figure for one photo: the prediction overlaid on the photo, and the
+    comparison with the ground truth (hand found white, background black, mismatch green;
+    with ``split_errors`` false hand green and missed hand magenta).
+
+    The prediction is made at the mask's resolution and scored there: hand IoU and BF
+    (the image's mean over classes, as in ``per-image.csv``) go into the title.
+
+    Returns:
+        ``{"image", "mask", "out", "hand_iou", "bf", "class_bf", "accuracy",
+        "pred": (h, w) uint8 {0, 1}, "gt": (h, w) uint8, "comparison": (h, w, 3) uint8}``.
+    """
+
+    image = read_image(image_path)
+    gt = read_mask(mask_path, hand_value=hand_value)
+    _check_aspect(image.shape[:2], gt.shape[:2], Path(image_path), Path(mask_path))
+    pred = predictor.predict(image, out_size=gt.shape[:2])
+    classes = getattr(predictor, "classes", ("background", "hand"))
+    record = SegmentationMetrics(classes).update(
+        pred, gt, image=Path(image_path).name, mask=Path(mask_path).name
+    )
+    out = comparison_figure(
+        image,
+        pred,
+        gt,
+        out_path,
+        title=Path(image_path).name,
+        iou=record["hand_iou"],
+        bf=record["bf"],
+        split_errors=split_errors,
+    )
+    return record | {
+        "out": out,
+        "pred": pred,
+        "gt": gt,
+        "comparison": comparison_image(pred, gt, split_errors=split_errors),
+    }
+
+
+def write_evaluation(result: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write ``metrics.json``, ``per-image.csv`` (worst first) and ``confusion.png``."""
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "metrics": out / "metrics.json",
+        "per_image": out / "per-image.csv",
+        "confusion": out / "confusion.png",
+    }
+    atomic_write_text(paths["metrics"], to_json(result))
+    write_per_image_csv(result, paths["per_image"])
+    names = list(result.get("classes", {}).keys()) or ["background", "hand"]
+    confusion_figure(result, names, paths["confusion"])
+    return paths
+
+
+def read_metrics(path: str | Path) -> dict[str, Any]:
+    """Read a ``metrics.json`` written by :func:`write_evaluation` (null stays None)."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def headline(result: dict[str, Any]) -> str:
+    """One line: hand IoU, global accuracy, mean BF."""
+    ds = result["dataset"]
+    hand = result["classes"].get("hand") or list(result["classes"].values())[-1]
+    return (
+        f"hand IoU {_f(hand['IoU'])}  GlobalAccuracy {_f(ds['GlobalAccuracy'])}  "
+        f"MeanIoU {_f(ds['MeanIoU'])}  MeanBFScore {_f(ds['MeanBFScore'])}"
+    )
+
+
+def _f(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
