@@ -177,6 +177,77 @@ def _save(fig: Figure, out_path: str | os.PathLike[str], dpi: float) -> Path:
     return atomic_save_figure(fig, out_path, dpi=dpi, facecolor="white")
 
 
+def resize_photo(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """(H, W, 3) uint8 photo resized bilinearly (PIL) to ``hw`` = (h, w), as the figures
+    draw it next to a mask of that size."""
+    from PIL import Image
+
+    h, w = hw
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BILINEAR))
+
+
+def _two_panel_figure(left: np.ndarray, right: np.ndarray, titles: Sequence[str]) -> Figure:
+    """A figure with two image panels side by side, room above for a title and below for
+    a legend; the panel height follows the images' aspect (within 2.5 to 9 inches)."""
+    h, w = right.shape[:2]
+    panel_w = 6.0
+    panel_h = min(max(panel_w * h / w, 2.5), 9.0)  # imshow keeps the aspect inside
+    fig = _new_figure(2 * panel_w + 0.6, panel_h + 1.5)
+    fig.subplots_adjust(
+        left=0.02,
+        right=0.98,
+        top=1 - 0.8 / (panel_h + 1.5),
+        bottom=0.65 / (panel_h + 1.5),
+        wspace=0.05,
+    )
+    axes = fig.subplots(1, 2)
+    for ax, img, sub in zip(axes, (left, right), titles):
+        ax.imshow(img, interpolation="antialiased")
+        ax.set_title(sub, fontsize=11)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+def _scores_heading(title: str, iou: float | None, bf: float | None) -> str:
+    """``title`` followed by "IoU 0.9734  BF 0.9512" for the scores given ("" if none)."""
+    scores = [
+        f"{name} {'n/a' if math.isnan(v) else f'{v:.4f}'}"
+        for name, v in (("IoU", iou), ("BF", bf))
+        if v is not None
+    ]
+    return "   ".join(s for s in (title, "  ".join(scores)) if s)
+
+
+def _comparison_legend(fig: Figure, comp: np.ndarray, split_errors: bool) -> None:
+    """One row of colour patches below the panels, naming every colour of the figure."""
+    from matplotlib.patches import Patch
+
+    def patch(color: Sequence[int], label: str) -> Patch:
+        return Patch(facecolor=np.asarray(color) / 255, edgecolor="0.3", label=label)
+
+    handles = [
+        patch(HAND_COLOR, "predicted hand (left)"),
+        patch(CORRECT_HAND_COLOR, "hand found"),
+        patch(CORRECT_BACKGROUND_COLOR, "background correct"),
+    ]
+    if split_errors:
+        handles += [patch(FALSE_HAND_COLOR, "false hand"), patch(MISSED_HAND_COLOR, "missed hand")]
+    else:
+        handles.append(patch(MISMATCH_COLOR, "mismatch"))
+    if np.any(np.all(comp == IGNORE_COLOR, axis=2)):
+        handles.append(patch(IGNORE_COLOR, "not labelled"))
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=len(handles),
+        frameon=False,
+        fontsize=10,
+        handlelength=1.4,
+        columnspacing=1.5,
+    )
+
+
 def comparison_figure(
     image: np.ndarray,
     pred: np.ndarray,
@@ -204,70 +275,18 @@ def comparison_figure(
     Returns:
         ``out_path`` as a Path.
     """
-    from matplotlib.patches import Patch
-
     comp = comparison_image(pred, gt, split_errors=split_errors)
-    h, w = comp.shape[:2]
     photo = _rgb(image)
-    if photo.shape[:2] != (h, w):
-        from PIL import Image
-
-        photo = np.asarray(Image.fromarray(photo).resize((w, h), Image.Resampling.BILINEAR))
+    if photo.shape[:2] != comp.shape[:2]:
+        photo = resize_photo(photo, comp.shape[:2])
     left = overlay(photo, _hand(pred))
-
-    panel_w = 6.0
-    panel_h = min(max(panel_w * h / w, 2.5), 9.0)  # imshow keeps the aspect inside
-    fig = _new_figure(2 * panel_w + 0.6, panel_h + 1.5)
-    fig.subplots_adjust(
-        left=0.02,
-        right=0.98,
-        top=1 - 0.8 / (panel_h + 1.5),
-        bottom=0.65 / (panel_h + 1.5),
-        wspace=0.05,
+    fig = _two_panel_figure(
+        left, comp, ("Prediction overlaid on the photo", "Prediction vs. ground truth")
     )
-    axes = fig.subplots(1, 2)
-    for ax, img, sub in zip(
-        axes,
-        (left, comp),
-        ("Prediction overlaid on the photo", "Prediction vs. ground truth"),
-    ):
-        ax.imshow(img, interpolation="antialiased")
-        ax.set_title(sub, fontsize=11)
-        ax.set_xticks([])
-        ax.set_yticks([])
-
-    scores = [
-        f"{name} {'n/a' if math.isnan(v) else f'{v:.4f}'}"
-        for name, v in (("IoU", iou), ("BF", bf))
-        if v is not None
-    ]
-    heading = "   ".join(s for s in (title, "  ".join(scores)) if s)
+    heading = _scores_heading(title, iou, bf)
     if heading:
         fig.suptitle(heading, fontsize=13, fontweight="bold")
-
-    def patch(color: Sequence[int], label: str) -> Patch:
-        return Patch(facecolor=np.asarray(color) / 255, edgecolor="0.3", label=label)
-
-    handles = [
-        patch(HAND_COLOR, "predicted hand (left)"),
-        patch(CORRECT_HAND_COLOR, "hand found"),
-        patch(CORRECT_BACKGROUND_COLOR, "background correct"),
-    ]
-    if split_errors:
-        handles += [patch(FALSE_HAND_COLOR, "false hand"), patch(MISSED_HAND_COLOR, "missed hand")]
-    else:
-        handles.append(patch(MISMATCH_COLOR, "mismatch"))
-    if np.any(np.all(comp == IGNORE_COLOR, axis=2)):
-        handles.append(patch(IGNORE_COLOR, "not labelled"))
-    fig.legend(
-        handles=handles,
-        loc="lower center",
-        ncol=len(handles),
-        frameon=False,
-        fontsize=10,
-        handlelength=1.4,
-        columnspacing=1.5,
-    )
+    _comparison_legend(fig, comp, split_errors)
     return _save(fig, out_path, dpi)
 
 
@@ -375,6 +394,108 @@ def _smooth(y: np.ndarray) -> np.ndarray:
     return out
 
 
+_HISTORY_COLUMNS = ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc")
+
+
+def _history_columns(data: Sequence[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """``metrics.csv`` rows as one float column per quantity (NaN where a cell is empty)."""
+    return {k: np.array([_num(r.get(k)) for r in data], dtype=np.float64) for k in _HISTORY_COLUMNS}
+
+
+def _iterations(step: np.ndarray, is_train: np.ndarray) -> np.ndarray:
+    """The iteration of every row: ``step`` where given; else training rows count 1, 2, ...
+    and a validation row takes the iteration of the row before it."""
+    step = step.copy()
+    last = 0.0
+    count = 0
+    for i in range(len(step)):  # fill missing iterations in row order
+        if is_train[i]:
+            count += 1
+        if math.isnan(step[i]):
+            step[i] = float(count) if is_train[i] else last
+        last = step[i]
+    return step
+
+
+def _plot_history_panel(
+    ax: Any,
+    col: dict[str, np.ndarray],
+    step: np.ndarray,
+    is_train: np.ndarray,
+    kind: str,
+    style: tuple[str, str, float],
+) -> None:
+    """One panel (``kind`` "acc" or "loss"): raw and smoothed training line, validation
+    dashes with markers, or "no data"."""
+    color, label, factor = style
+    tr = is_train & ~np.isnan(col[f"train_{kind}"])
+    y = col[f"train_{kind}"][tr] * factor
+    x = step[tr]
+    if y.size:
+        ax.plot(x, y, color=color, alpha=0.3, lw=1, label="Training")
+        ax.plot(x, _smooth(y), color=color, lw=2, label="Training (smoothed)")
+    va = ~np.isnan(col[f"val_{kind}"])
+    if va.any():
+        ax.plot(
+            step[va],
+            col[f"val_{kind}"][va] * factor,
+            "--o",
+            color=_VAL_COLOR,
+            lw=1.2,
+            ms=5,
+            mfc="white",
+            mew=1.5,
+            label="Validation",
+        )
+    ax.set_ylabel(label)
+    ax.grid(True, color="0.9")
+    if y.size or va.any():
+        ax.legend(loc="best", fontsize=9, framealpha=0.9)
+    else:
+        ax.text(0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5")
+
+
+def _epoch_ends(
+    epochs: np.ndarray, step: np.ndarray, is_train: np.ndarray
+) -> list[tuple[int, float]]:
+    """(epoch, its last iteration) for each epoch that has training rows, in order."""
+    ends = []
+    for e in np.unique(epochs[is_train & ~np.isnan(epochs)]):
+        ends.append((int(e), float(np.nanmax(step[is_train & (epochs == e)]))))
+    return ends
+
+
+def _mark_epochs(axes: Sequence[Any], ends: list[tuple[int, float]]) -> None:
+    """Dotted lines where epochs end; epoch numbers above the top panel (up to 40 epochs)
+    and the figure's title."""
+    ax_top = axes[0]
+    for _, x_end in ends[:-1]:  # the last epoch ends at the right edge anyway
+        for ax in axes:
+            ax.axvline(x_end, color="0.75", ls=":", lw=0.8, zorder=0)
+    if not 0 < len(ends) <= 40:
+        ax_top.set_title("Training progress", fontsize=12)
+        return
+    trans = ax_top.get_xaxis_transform()
+    prev = 0.0
+    for e, x_end in ends:
+        ax_top.text(
+            (prev + x_end) / 2,
+            1.01,
+            f"{e}",
+            transform=trans,
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            color="0.4",
+        )
+        prev = x_end
+    ax_top.text(
+        0, 1.01, "epoch ", transform=ax_top.transAxes, ha="right", va="bottom", fontsize=8,
+        color="0.4",
+    )  # fmt: skip
+    ax_top.set_title("Training progress", fontsize=12, pad=16)
+
+
 def training_progress_figure(
     rows: Sequence[Mapping[str, Any]] | str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -395,22 +516,9 @@ def training_progress_figure(
             iteration of the training row before it. Accuracies in [0, 1] are shown
             as percent.
     """
-    data = _read_rows(rows)
-    n = len(data)
-    col = {
-        k: np.array([_num(r.get(k)) for r in data], dtype=np.float64)
-        for k in ("epoch", "step", "train_loss", "train_acc", "val_loss", "val_acc")
-    }
+    col = _history_columns(_read_rows(rows))
     is_train = ~np.isnan(col["train_loss"]) | ~np.isnan(col["train_acc"])
-    step = col["step"].copy()
-    last = 0.0
-    count = 0
-    for i in range(n):  # fill missing iterations in row order
-        if is_train[i]:
-            count += 1
-        if math.isnan(step[i]):
-            step[i] = float(count) if is_train[i] else last
-        last = step[i]
+    step = _iterations(col["step"], is_train)
 
     accs = np.concatenate([col["train_acc"], col["val_acc"]])
     finite = accs[~np.isnan(accs)]
@@ -427,76 +535,12 @@ def training_progress_figure(
     fig = _new_figure(10, 1.0 + 3.0 * len(kinds))
     axes = list(fig.subplots(len(kinds), 1, sharex=True, squeeze=False)[:, 0])
     for ax, kind in zip(axes, kinds):
-        color, label, factor = style[kind]
-        tr = is_train & ~np.isnan(col[f"train_{kind}"])
-        y = col[f"train_{kind}"][tr] * factor
-        x = step[tr]
-        if y.size:
-            ax.plot(x, y, color=color, alpha=0.3, lw=1, label="Training")
-            ax.plot(x, _smooth(y), color=color, lw=2, label="Training (smoothed)")
-        va = ~np.isnan(col[f"val_{kind}"])
-        if va.any():
-            ax.plot(
-                step[va],
-                col[f"val_{kind}"][va] * factor,
-                "--o",
-                color=_VAL_COLOR,
-                lw=1.2,
-                ms=5,
-                mfc="white",
-                mew=1.5,
-                label="Validation",
-            )
-        ax.set_ylabel(label)
-        ax.grid(True, color="0.9")
-        if y.size or va.any():
-            ax.legend(loc="best", fontsize=9, framealpha=0.9)
-        else:
-            ax.text(
-                0.5, 0.5, "no data", transform=ax.transAxes, ha="center", va="center", color="0.5"
-            )
+        _plot_history_panel(ax, col, step, is_train, kind, style[kind])
     if "acc" in kinds and scale == 100.0:  # no room above 100 % wasted
         ax = axes[kinds.index("acc")]
         ax.set_ylim(top=min(ax.get_ylim()[1], 101.0))
-    ax_top, ax_bottom = axes[0], axes[-1]
-
-    # epoch ends: the last iteration of each epoch that has training rows
-    epochs = col["epoch"]
-    ends = []
-    for e in np.unique(epochs[is_train & ~np.isnan(epochs)]):
-        ends.append((int(e), float(np.nanmax(step[is_train & (epochs == e)]))))
-    for _, x_end in ends[:-1]:  # the last epoch ends at the right edge anyway
-        for ax in axes:
-            ax.axvline(x_end, color="0.75", ls=":", lw=0.8, zorder=0)
-    if 0 < len(ends) <= 40:
-        trans = ax_top.get_xaxis_transform()
-        prev = 0.0
-        for e, x_end in ends:
-            ax_top.text(
-                (prev + x_end) / 2,
-                1.01,
-                f"{e}",
-                transform=trans,
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                color="0.4",
-            )
-            prev = x_end
-        ax_top.text(
-            0,
-            1.01,
-            "epoch ",
-            transform=ax_top.transAxes,
-            ha="right",
-            va="bottom",
-            fontsize=8,
-            color="0.4",
-        )
-        ax_top.set_title("Training progress", fontsize=12, pad=16)
-    else:
-        ax_top.set_title("Training progress", fontsize=12)
-    ax_bottom.set_xlabel("Iteration")
+    _mark_epochs(axes, _epoch_ends(col["epoch"], step, is_train))
+    axes[-1].set_xlabel("Iteration")
     fig.tight_layout()
     return _save(fig, out_path, dpi)
 
