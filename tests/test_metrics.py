@@ -43,23 +43,24 @@ def _boundary_loops(mask: np.ndarray) -> np.ndarray:
 
 
 def _bf_brute(pred, gt, num_classes, theta=None):
-    """BF from explicit pairwise distances between boundary pixel coordinates."""
+    """BF from explicit pairwise distances between boundary pixel coordinates; a pixel
+    matches when its squared distance is < theta^2 (strictly, as MATLAB)."""
     h, w = gt.shape
     if theta is None:
         theta = 0.0075 * math.sqrt(h * h + w * w)
     valid = gt < num_classes
     out = []
     for c in range(num_classes):
-        pb = np.argwhere(_boundary_loops((pred == c) & valid)).astype(np.float64)
-        gb = np.argwhere(_boundary_loops((gt == c) & valid)).astype(np.float64)
+        pb = np.argwhere(_boundary_loops((pred == c) & valid))
+        gb = np.argwhere(_boundary_loops((gt == c) & valid))
         if len(pb) == 0 and len(gb) == 0:
             out.append(math.nan)
             continue
         if len(pb) == 0 or len(gb) == 0:
             out.append(0.0)
             continue
-        d = np.sqrt(((pb[:, None, :] - gb[None, :, :]) ** 2).sum(-1))  # (Np, Ng)
-        close = d <= theta
+        sq = ((pb[:, None, :] - gb[None, :, :]) ** 2).sum(-1)  # (Np, Ng) squared distances
+        close = sq < theta * theta
         p = close.any(axis=1).mean()
         r = close.any(axis=0).mean()
         out.append(2 * p * r / (p + r) if p + r > 0 else 0.0)
@@ -154,12 +155,13 @@ def test_bf_shifted_square_known_answer():
     gt[2:6, 2:6] = 1
     pred = np.zeros_like(gt)
     pred[2:6, 3:7] = 1  # same 4x4 square one pixel to the right
-    # theta 0: hand rings (12 px each) share rows 2 and 5 at cols 3..5 -> 6 px: P = R = 1/2.
+    # theta <= 1: only shared pixels match (a 4-neighbour at exactly 1 px is a miss).
+    # hand rings (12 px each) share rows 2 and 5 at cols 3..5 -> 6 px: P = R = 1/2.
     # background: frame (36) + 16 px around the square each; shared: frame + 6 -> 42 of 52.
-    assert bf_score(pred, gt, theta=0.0) == pytest.approx([42 / 52, 0.5], abs=1e-12)
-    assert bf_score(pred, gt, theta=0.99) == pytest.approx([42 / 52, 0.5], abs=1e-12)
-    # theta 1: every boundary pixel is next to the other boundary
-    assert bf_score(pred, gt, theta=1.0) == pytest.approx([1.0, 1.0])
+    for theta in (0.5, 0.99, 1.0):
+        assert bf_score(pred, gt, theta=theta) == pytest.approx([42 / 52, 0.5], abs=1e-12)
+    # just above 1: every boundary pixel is next to the other boundary
+    assert bf_score(pred, gt, theta=1.01) == pytest.approx([1.0, 1.0])
 
 
 def test_bf_nan_when_class_absent_from_both():
@@ -203,14 +205,14 @@ def test_bf_ignore_pixels_do_not_matter():
     assert np.array_equal(bf_score(pred, gt, theta=2.0), bf_score(pred2, gt, theta=2.0))
     assert np.array_equal(confusion_counts(pred, gt), confusion_counts(pred2, gt))
     # and an ignore region alone never lowers the score
-    assert bf_score(np.where(gt == IGNORE_INDEX, 0, gt), gt, theta=0.0) == pytest.approx([1, 1])
+    assert bf_score(np.where(gt == IGNORE_INDEX, 0, gt), gt, theta=0.5) == pytest.approx([1, 1])
 
 
 def _random_cases():
     cases = []
     rng = np.random.default_rng(2024)
     sizes = [(24, 24), (31, 47), (60, 45), (17, 90), (80, 64)]
-    thetas = [None, 0.0, 1.0, math.sqrt(2), 2.0, math.sqrt(5), 3.0, math.sqrt(8) - 1e-9, 4.5]
+    thetas = [None, 0.5, 1.0, math.sqrt(2), 2.0, math.sqrt(5), 3.0, math.sqrt(8) - 1e-9, 5.0]
     for i in range(20):
         h, w = sizes[i % len(sizes)]
         sigma = rng.uniform(1.5, 4)
@@ -241,14 +243,75 @@ def test_bf_matches_brute_force(case):
     np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
 
 
-def test_bf_distance_exactly_theta_counts_as_matched():
-    # two single-pixel masks 3 apart horizontally and 4 vertically: distance exactly 5
-    gt = np.zeros((20, 20), dtype=np.uint8)
+def _two_pixels(offset: tuple[int, int], hw=(720, 960)) -> tuple[np.ndarray, np.ndarray]:
+    """(pred, gt) single-pixel hands, the predicted one ``offset`` (dy, dx) from the true."""
+    gt = np.zeros(hw, dtype=np.uint8)
     pred = np.zeros_like(gt)
-    gt[5, 5] = 1
-    pred[9, 8] = 1
-    assert bf_score(pred, gt, theta=5.0)[1] == 1.0
-    assert bf_score(pred, gt, theta=math.nextafter(5.0, 0))[1] == 0.0
+    gt[300, 400] = 1
+    pred[300 + offset[0], 400 + offset[1]] = 1
+    return pred, gt
+
+
+@pytest.mark.parametrize(
+    "theta, at_theta, just_inside",
+    [
+        (None, [(9, 0), (0, -9)], [(8, 4), (-4, 8)]),  # 720 x 960: theta 9.0; dilation
+        (13.0, [(5, 12), (-12, -5)], [(12, 4), (-11, 6)]),  # 13^2 > 144: distance transform
+    ],
+)
+def test_bf_pixel_at_exactly_theta_is_a_miss_and_just_inside_a_match(theta, at_theta, just_inside):
+    # MATLAB's bwbfscore2 matches a boundary pixel when d^2 < theta^2, strictly.
+    assert default_bf_threshold(720, 960) == 9.0  # exactly: the diagonal is 1200
+    for offset in at_theta:  # d^2 = theta^2: 81 = 9^2 + 0^2, 169 = 5^2 + 12^2
+        assert bf_score(*_two_pixels(offset), theta=theta)[1] == 0.0, offset
+    for offset in just_inside:  # d^2 = 80 < 81 (8.94 px); 160, 157 < 169
+        assert bf_score(*_two_pixels(offset), theta=theta)[1] == 1.0, offset
+    limit = 9.0 if theta is None else theta
+    assert bf_score(*_two_pixels(at_theta[0]), theta=math.nextafter(limit, 99))[1] == 1.0
+
+
+def test_bf_720x960_shifted_rectangle_worked_by_hand():
+    """A 200 x 300 hand rectangle predicted 9 rows too low, at 720 x 960 (theta = 9.0 px).
+
+    gt hand rows 200..399, cols 300..599; predicted rows 209..408, same cols.
+
+    Hand class. Each boundary is the rectangle's outline: 300 + 300 (top, bottom rows) +
+    198 + 198 (side columns without the corners) = 996 px. Predicted boundary against the
+    true one:
+      - top row (209, c): the true top row is exactly 9 px above (a miss); the true side
+        columns (rows 201..398) are |c - 300| or |599 - c| px away, below 9 only for
+        c in 300..308 and 591..599 -> 18 matches;
+      - side columns (r, 300) and (r, 599), r = 210..407: on the true side column up to
+        row 398 (distance 0), and rows 399..407 are 0..8 px below the true bottom row's
+        end (399, 300) -> all 2 x 198 match;
+      - bottom row (408, c): the nearest true pixel (399, c) is exactly 9 px away -> 0.
+      P = (18 + 396) / 996; R is the same by symmetry (the true boundary is the predicted
+      one shifted up). hand BF = 414 / 996.
+    Background class. Each boundary is the image frame (2 x 960 + 2 x 718 = 3356 px,
+    shared, distance 0) plus the 4-connected ring around the rectangle: rows 199 and 400
+    at cols 300..599 and cols 299 and 600 at rows 200..399, 1000 px without corners;
+    4356 px in all. The predicted ring (rows 208, 409; cols 299, 600 at rows 209..408):
+      - top row (208, c): 9 px below the true top ring row (a miss); within 9 px of the
+        true ring columns 299/600 only for c in 300..307 and 592..599 -> 16 matches;
+      - columns, rows 209..408: rows up to 399 lie on the true ring columns, and rows
+        400..408 are sqrt(d^2 + 1) <= sqrt(65) px from (400, 300) / (400, 599) -> 2 x 200;
+      - bottom row (409, c): exactly 9 px from (400, c), >= 10 px from the rest -> 0.
+      P = R = (3356 + 16 + 400) / 4356 = 3772 / 4356.
+    Image BF = mean of the two. With "<= theta" both classes would score 1; shifted by 8
+    rows instead of 9 they do under the strict rule too.
+    """
+    gt = np.zeros((720, 960), dtype=np.uint8)
+    gt[200:400, 300:600] = 1
+    pred = np.zeros_like(gt)
+    pred[209:409, 300:600] = 1
+    bf = bf_score(pred, gt)
+    assert bf == pytest.approx([3772 / 4356, 414 / 996], abs=1e-12)
+    m = SegmentationMetrics()
+    m.update(pred, gt)
+    assert m.compute()["dataset"]["MeanBFScore"] == pytest.approx((3772 / 4356 + 414 / 996) / 2)
+    shifted_8 = np.zeros_like(gt)
+    shifted_8[208:408, 300:600] = 1
+    assert bf_score(shifted_8, gt) == pytest.approx([1.0, 1.0])
 
 
 def test_unmatched_methods_agree():
@@ -259,11 +322,20 @@ def test_unmatched_methods_agree():
         counts = {m: _unmatched(src, ref, k, m) for m in ("dilate", "opencv", "scipy")}
         assert len(set(counts.values())) == 1, (k, counts)
     assert 0 < _unmatched(src, ref, 2, "scipy") < src.sum()
+    # one pixel at squared distance 81 (9 px): unmatched when the largest matching squared
+    # distance is 80 (theta = 9, strict), matched at 81, by every method
+    src, ref = np.zeros((30, 40), bool), np.zeros((30, 40), bool)
+    ref[10, 5], src[10, 14] = True, True
+    for method in ("dilate", "opencv", "scipy"):
+        assert _unmatched(src, ref, 80, method) == 1, method
+        assert _unmatched(src, ref, 81, method) == 0, method
 
 
-def test_bf_rejects_negative_theta():
-    with pytest.raises(ValueError):
-        bf_score(np.zeros((3, 3)), np.zeros((3, 3)), theta=-1.0)
+@pytest.mark.parametrize("theta", [-1.0, 0.0, math.inf, math.nan])
+def test_bf_rejects_a_threshold_that_is_not_positive(theta):
+    # strictly closer than 0 px matches nothing, so 0 is refused as MATLAB's bfscore does
+    with pytest.raises(ValueError, match="positive"):
+        bf_score(np.zeros((3, 3)), np.zeros((3, 3)), theta=theta)
 
 
 # --------------------------------------------------------------------------- data set

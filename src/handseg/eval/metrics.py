@@ -10,7 +10,9 @@ Pure functions on numpy arrays (no torch). Definitions follow
   of per-image IoUs); MeanIoU = mean over classes; WeightedIoU = sum_i row_i IoU_i / sum(CM).
 - BF score (boundary F1) per image and class, with the boundary of a binary mask being
   the mask minus its erosion by a 4-connected cross under zero padding (so the image
-  border counts as boundary) and a distance threshold of 0.75 % of the image diagonal.
+  border counts as boundary) and a distance threshold theta of 0.75 % of the image
+  diagonal: a boundary pixel matches when its distance to the other boundary is below
+  theta, strictly (squared distance < theta^2, as MATLAB's private ``bwbfscore2``).
   Class MeanBFScore = mean over images (NaN skipped); data-set MeanBFScore = mean over
   images of each image's class mean (NaN skipped inside and across images).
 
@@ -132,13 +134,14 @@ def default_bf_threshold(height: int, width: int) -> float:
 
 
 def _max_sq_distance(theta: float) -> int:
-    """Largest integer k with sqrt(k) <= theta: a pixel pair at squared distance k matches."""
-    k = math.floor(theta * theta)
-    while math.sqrt(k + 1) <= theta:
-        k += 1
-    while k >= 0 and math.sqrt(k) > theta:
-        k -= 1
-    return k
+    """Largest integer k with k < theta**2: a pixel pair at squared distance <= k matches.
+
+    Squared pixel distances are integers, so MATLAB's strict test ``d^2 < theta^2``
+    (its private ``bwbfscore2``) becomes ``d^2 <= k``. ``theta**2`` is the same float
+    MATLAB compares against, so a distance of exactly theta (e.g. 9 px at 720 x 960,
+    where theta is 9.0 exactly) never matches. Python compares int and float exactly.
+    """
+    return math.ceil(theta * theta) - 1
 
 
 _DILATE_MAX_SQ = 144
@@ -155,7 +158,8 @@ def _disk(max_sq: int) -> np.ndarray:
 def unmatched(src_b: np.ndarray, ref_b: np.ndarray, max_sq: int, method: str = "auto") -> int:
     """Pixels of ``src_b`` farther than the threshold from every pixel of ``ref_b``.
 
-    A pixel matches when some ``ref_b`` pixel lies at squared distance <= ``max_sq``.
+    A pixel matches when some ``ref_b`` pixel lies at squared distance <= ``max_sq`` (an
+    integer: :func:`_max_sq_distance` turns the strict ``< theta^2`` into it).
     Both are (h, w) bool crops; every pixel within the threshold of a ``src_b`` pixel that
     matters lies inside the crop, so the crop decides exactly. Three exact methods, by
     speed: a dilation of ``ref_b`` by the disk of allowed offsets (cost grows with the
@@ -196,16 +200,17 @@ def bf_score(
 
     For class c, take the boundaries (see :func:`boundary`) of ``pred == c`` and
     ``gt == c``; ignore pixels of ``gt`` count as "not c" in both masks.
-    precision = share of predicted boundary pixels within ``theta`` (Euclidean distance
-    <= theta) of the true boundary, recall = share of true boundary pixels within
-    ``theta`` of the predicted boundary, BF = 2PR / (P + R). Both boundaries empty: NaN;
-    exactly one empty: 0; P + R = 0: 0.
+    precision = share of predicted boundary pixels closer than ``theta`` to the true
+    boundary (strictly: squared Euclidean distance < theta^2, as MATLAB's ``bfscore``, so
+    a pixel at exactly ``theta`` is a miss), recall = share of true boundary pixels closer
+    than ``theta`` to the predicted boundary, BF = 2PR / (P + R). Both boundaries empty:
+    NaN; exactly one empty: 0; P + R = 0: 0.
 
     Args:
         pred: (H, W) predicted labels.
         gt: (H, W) true labels (:data:`IGNORE_INDEX` = undefined).
         num_classes: C.
-        theta: distance threshold in pixels; default 0.75 % of the image diagonal.
+        theta: distance threshold in pixels, > 0; default 0.75 % of the image diagonal.
 
     Returns:
         (C,) float64 BF per class.
@@ -216,8 +221,11 @@ def bf_score(
     h, w = gt.shape
     if theta is None:
         theta = default_bf_threshold(h, w)
-    if not theta >= 0:
-        raise ValueError(f"BF threshold must be >= 0, got {theta}")
+    if not 0 < theta < math.inf:
+        raise ValueError(
+            f"BF threshold must be a positive number of pixels (a boundary pixel matches when "
+            f"it is closer than the threshold), got {theta}"
+        )
     max_sq = _max_sq_distance(theta)
     margin = math.isqrt(max_sq) + 1
 
