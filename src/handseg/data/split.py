@@ -114,6 +114,26 @@ def save_split(
     atomic_write_json(path, doc)  # a run killed mid-write must not leave half a split.json
 
 
+def _read_entries(path: Path) -> tuple[dict, dict[str, list]]:
+    """The parsed ``split.json`` and its entries per subset (a clear error when malformed)."""
+    if not path.is_file():
+        raise HandsegError(f"split file {path} does not exist; check the path")
+    try:
+        doc = json.loads(path.read_text())
+        entries = {name: list(doc.get(name, [])) for name in SUBSETS}
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as exc:
+        raise HandsegError(f"split file {path} is not a valid split.json ({exc})") from None
+    return doc, entries
+
+
+def split_sizes(path: str | Path) -> dict[str, int]:
+    """How many pairs each subset of a ``split.json`` lists (``{"train": 18, "val": 6,
+    "test": 6}``), without checking that the files exist: a run whose data moved still
+    says how it was split."""
+    _, entries = _read_entries(Path(path))
+    return {name: len(items) for name, items in entries.items()}
+
+
 def load_split(
     path: str | Path,
     images_dir: str | Path | None = None,
@@ -126,13 +146,7 @@ def load_split(
     listed files do not exist.
     """
     path = Path(path)
-    if not path.is_file():
-        raise HandsegError(f"split file {path} does not exist; check the path")
-    try:
-        doc = json.loads(path.read_text())
-        entries = {name: list(doc.get(name, [])) for name in SUBSETS}
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError) as exc:
-        raise HandsegError(f"split file {path} is not a valid split.json ({exc})") from None
+    doc, entries = _read_entries(path)
     img_dir = images_dir if images_dir is not None else doc.get("images_dir")
     msk_dir = masks_dir if masks_dir is not None else doc.get("masks_dir")
     out: dict[str, list[tuple[Path, Path]]] = {}
