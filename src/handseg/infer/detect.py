@@ -1,0 +1,396 @@
+"""The hand detector stage: MediaPipe Hands without the mediapipe package.
+
+Runs the two TFLite models that mediapipe 0.10.14 ships (``palm_detection_full``,
+``hand_landmark_full``; see :mod:`handseg.infer.hand_models`) through ``ai-edge-litert``
+and re-implements, in numpy + OpenCV, the graph ``mp.solutions.hands`` runs in
+static-image mode (checked against it: median landmark difference 0.03 px, the same hand
+counts on 289 photos):
+
+  palm_detection_cpu             letterbox to 192x192 (zero border), SSD anchors,
+                                 box/keypoint decoding, weighted NMS (IoU 0.3)
+  palm_detection_detection_to_roi  rotation wrist -> middle MCP to 90 deg, shift_y -0.5,
+                                 square long side, scale 2.6
+  hand_landmark_cpu              rotated 224x224 crop (replicate border), presence
+                                 threshold, handedness, z / 224 / 0.4
+  hand_landmark_tracking_cpu     at most ``max_hands`` palms; drop hand ROIs that overlap
+                                 an earlier one (IoU > 0.5)
+
+Why not the mediapipe package: 0.10.14 is the last release with ``mp.solutions.hands``
+that allows numpy 2; it pulls jax, jaxlib and opencv-contrib-python (a second ``cv2``)
+and pins protobuf < 5, which holds onnx back. ai-edge-litert is Google's maintained
+TFLite runtime with wheels for Python 3.10-3.14.
+
+Also here: the landmarks drawn as a mask (:func:`landmark_mask`) and GrabCut seeded by
+them (:func:`grabcut_refine`), the hand-aware segmenters that need no training.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from handseg.core.errors import HandsegError
+from handseg.infer.hand_models import find_hand_models
+
+__all__ = ["BONES", "Hand", "HandDetector", "grabcut_refine", "hand_size", "landmark_mask"]
+
+INSTALL_HINT = "the hand detector needs the 'hands' extra: pip install 'handseg[hands]'"
+
+# Landmark indices (MediaPipe hand topology).
+WRIST = 0
+PALM_IDS = (0, 1, 2, 5, 9, 13, 17)
+FINGER_CHAINS = (
+    (0, 1, 2, 3, 4),  # thumb
+    (0, 5, 6, 7, 8),  # index
+    (9, 10, 11, 12),  # middle (0-9 lies inside the palm hull)
+    (13, 14, 15, 16),  # ring
+    (0, 17, 18, 19, 20),  # little
+)
+BONES = tuple((a, b) for ch in FINGER_CHAINS for a, b in zip(ch[:-1], ch[1:])) + (
+    (5, 9),
+    (9, 13),
+    (13, 17),
+)
+
+
+@dataclass(frozen=True)
+class Hand:
+    """One detected hand. Pixel coordinates of the photo it was found in."""
+
+    landmarks: np.ndarray
+    """(21, 3) float32: x, y in pixels; z relative depth in pixel units (wrist ~ 0)."""
+    box: tuple[float, float, float, float]
+    """(x0, y0, x1, y1): the landmarks' extent, clipped to the image."""
+    handedness: str
+    """"left" / "right": the person's hand, for an ordinary (unmirrored) photo."""
+    handedness_score: float
+    score: float
+    """Palm-detector confidence (MediaPipe's detection score)."""
+    presence: float
+    """Landmark model's hand-presence score."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "box": [round(v, 2) for v in self.box],
+            "handedness": self.handedness,
+            "handedness_score": round(self.handedness_score, 4),
+            "score": round(self.score, 4),
+            "presence": round(self.presence, 4),
+            "landmarks": np.round(self.landmarks, 2).tolist(),
+        }
+
+
+def _interpreter(path: Path, num_threads: int | None) -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter  # heavy optional dependency
+    except ImportError as exc:
+        raise HandsegError(INSTALL_HINT) from exc
+    it = Interpreter(model_path=str(path), num_threads=num_threads)
+    it.allocate_tensors()
+    return it
+
+
+# --------------------------------------------------------------------------- anchors
+def _ssd_anchors() -> np.ndarray:
+    """SsdAnchorsCalculator for the 192x192 palm model: (2016, 2) centres (x, y).
+
+    strides 8,16,16,16, 2 anchors per layer, layers of equal stride merged ->
+    24x24x2 + 12x12x6; fixed_anchor_size, so width = height = 1.
+    """
+    out = []
+    for stride, per_cell in ((8, 2), (16, 6)):
+        n = 192 // stride
+        ys, xs = np.meshgrid((np.arange(n) + 0.5) / n, (np.arange(n) + 0.5) / n, indexing="ij")
+        c = np.stack([xs.ravel(), ys.ravel()], 1)
+        out.append(np.repeat(c, per_cell, axis=0))
+    return np.concatenate(out).astype(np.float32)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of box a (4,) against boxes b (N,4), boxes as x0,y0,x1,y1."""
+    ix = np.clip(np.minimum(a[2], b[:, 2]) - np.maximum(a[0], b[:, 0]), 0, None)
+    iy = np.clip(np.minimum(a[3], b[:, 3]) - np.maximum(a[1], b[:, 1]), 0, None)
+    inter = ix * iy
+    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) - inter
+    return np.where(ua > 0, inter / np.maximum(ua, 1e-12), 0.0)
+
+
+def _weighted_nms(boxes, kps, scores, thresh=0.3):
+    """MediaPipe WEIGHTED non-max suppression; keeps the top score of each cluster."""
+    order = np.argsort(-scores)
+    boxes, kps, scores = boxes[order], kps[order], scores[order]
+    alive = np.ones(len(scores), bool)
+    res = []
+    for i in range(len(scores)):
+        if not alive[i]:
+            continue
+        idx = np.nonzero(alive)[0]
+        ov = _iou(boxes[i], boxes[idx])
+        members = idx[ov > thresh]
+        members = np.union1d(members, [i])
+        w = scores[members][:, None]
+        box = (boxes[members] * w).sum(0) / w.sum()
+        kp = (kps[members].reshape(len(members), -1) * w).sum(0) / w.sum()
+        res.append((box, kp.reshape(-1, 2), float(scores[i])))
+        alive[members] = False
+    return res
+
+
+# --------------------------------------------------------------------------- detector
+class HandDetector:
+    """MediaPipe Hands in static-image mode: palm detection, then 21 landmarks per palm.
+
+    ``HandDetector()(rgb)`` -> list of :class:`Hand`. Needs the ``hands`` extra
+    (``ai-edge-litert``) and the model files (:func:`handseg.infer.hand_models.fetch_hand_models`).
+    """
+
+    def __init__(self, num_threads: int | None = None) -> None:
+        palm, landmark = find_hand_models()
+        self.palm = _interpreter(palm, num_threads)
+        self.lm = _interpreter(landmark, num_threads)
+        self._palm_in = self.palm.get_input_details()[0]["index"]
+        po = {o["shape"][-1]: o["index"] for o in self.palm.get_output_details()}
+        self._palm_reg, self._palm_cls = po[18], po[1]
+        self._lm_in = self.lm.get_input_details()[0]["index"]
+        # outputs: Identity (63 screen lm), Identity_1 presence, Identity_2 handedness,
+        # Identity_3 (63 world lm); sort by name so Identity < Identity_1 < ...
+        outs = sorted(self.lm.get_output_details(), key=lambda o: o["name"])
+        self._lm_xyz, self._lm_presence, self._lm_hand = (o["index"] for o in outs[:3])
+        self.anchors = _ssd_anchors()
+
+    # -- palm detection -------------------------------------------------------
+    def palms(self, rgb: np.ndarray, min_score: float = 0.5):
+        """Palm detections in pixels: list of (box x0,y0,x1,y1, keypoints (7,2), score)."""
+        h, w = rgb.shape[:2]
+        s = 192.0 / max(h, w)
+        nw, nh = w * s, h * s
+        ox, oy = (192 - nw) / 2, (192 - nh) / 2
+        # like MediaPipe's OpenCV ImageToTensor converter: corner-to-corner mapping in
+        # pixel-index coordinates (no half-pixel offsets)
+        M = np.float32([[s, 0, ox], [0, s, oy]])
+        inp = cv2.warpAffine(
+            rgb, M, (192, 192), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
+        self.palm.set_tensor(self._palm_in, (inp.astype(np.float32) / 255.0)[None])
+        self.palm.invoke()
+        reg = self.palm.get_tensor(self._palm_reg)[0]
+        logit = self.palm.get_tensor(self._palm_cls)[0, :, 0]
+        score = 1.0 / (1.0 + np.exp(-np.clip(logit, -100, 100)))
+        keep = score >= min_score
+        if not keep.any():
+            return []
+        reg, score, anc = reg[keep] / 192.0, score[keep], self.anchors[keep]
+        cx, cy = reg[:, 0] + anc[:, 0], reg[:, 1] + anc[:, 1]
+        bw, bh = reg[:, 2], reg[:, 3]
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
+        kps = reg[:, 4:].reshape(-1, 7, 2) + anc[:, None, :]
+        out = []
+        # back from the 192x192 letterboxed square (normalised) to image pixels
+        for box, kp, sc in _weighted_nms(boxes, kps, score, 0.3):
+            box_px = (box * 192 - [ox, oy, ox, oy]) / s
+            kp_px = (kp * 192 - [ox, oy]) / s
+            out.append((box_px, kp_px, sc))
+        return out
+
+    # -- landmarks ------------------------------------------------------------
+    @staticmethod
+    def _palm_roi(box, kp):
+        """PalmDetectionDetectionToRoi in pixel units: (cx, cy, side, rotation)."""
+        x0, y0 = kp[0]
+        x1, y1 = kp[2]
+        rot = math.pi / 2 - math.atan2(-(y1 - y0), x1 - x0)
+        rot = rot - 2 * math.pi * math.floor((rot + math.pi) / (2 * math.pi))
+        w, h = box[2] - box[0], box[3] - box[1]
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        shift_y = -0.5
+        cx += -h * shift_y * math.sin(rot)
+        cy += h * shift_y * math.cos(rot)
+        side = max(w, h) * 2.6
+        return cx, cy, side, rot
+
+    def _landmarks(self, rgb, roi):
+        cx, cy, side, rot = roi
+        c, s_ = math.cos(rot), math.sin(rot)
+        # tensor (u, v) in [0,1] -> image: p = centre + side * R @ (uv - 0.5)
+        a = side / 224.0
+        T = np.float64([[c * a, -s_ * a, 0], [s_ * a, c * a, 0]])
+        T[:, 2] = [cx, cy] - T[:, :2] @ [112.0, 112.0]
+        # T maps tensor coords -> image coords (corner to corner, as MediaPipe does);
+        # with WARP_INVERSE_MAP warpAffine takes exactly that dst->src map
+        crop = cv2.warpAffine(
+            rgb,
+            T,
+            (224, 224),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        self.lm.set_tensor(self._lm_in, (crop.astype(np.float32) / 255.0)[None])
+        self.lm.invoke()
+        raw = self.lm.get_tensor(self._lm_xyz)[0].reshape(21, 3).astype(np.float64)
+        presence = float(self.lm.get_tensor(self._lm_presence).ravel()[0])
+        left_prob = float(self.lm.get_tensor(self._lm_hand).ravel()[0])
+        uv = raw[:, :2] / 224.0 - 0.5
+        xy = np.stack(
+            [
+                cx + side * (c * uv[:, 0] - s_ * uv[:, 1]),
+                cy + side * (s_ * uv[:, 0] + c * uv[:, 1]),
+            ],
+            1,
+        )
+        z = raw[:, 2] / 224.0 / 0.4 * side  # pixels, relative to the wrist-ish origin
+        return np.column_stack([xy, z]).astype(np.float32), presence, left_prob
+
+    def __call__(
+        self,
+        rgb_uint8: np.ndarray,
+        max_hands: int = 2,
+        min_score: float = 0.5,
+        min_presence: float = 0.5,
+        mirrored: bool = False,
+    ) -> list[Hand]:
+        rgb = np.ascontiguousarray(rgb_uint8)
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError("expected an HxWx3 uint8 RGB image")
+        h, w = rgb.shape[:2]
+        palms = self.palms(rgb, min_score)[:max_hands]
+        rois, hands = [], []
+        for box, kp, sc in palms:
+            roi = self._palm_roi(box, kp)
+            r = roi[2] / 2  # AssociationNormRectCalculator(0.5), axis-aligned approximation
+            rb = np.array([roi[0] - r, roi[1] - r, roi[0] + r, roi[1] + r])
+            if rois and (_iou(rb, np.array(rois)) > 0.5).any():
+                continue
+            rois.append(rb)
+            lm, presence, left_prob = self._landmarks(rgb, roi)
+            if presence < min_presence:
+                continue
+            # The model labels hands as if the photo were mirrored (selfie view):
+            # its "Left" is a right hand in an ordinary (unmirrored) photo.
+            mp_label = "left" if left_prob >= 0.5 else "right"
+            if mirrored:
+                label = mp_label
+            else:
+                label = "right" if mp_label == "left" else "left"
+            x0, y0 = np.clip(lm[:, 0].min(), 0, w), np.clip(lm[:, 1].min(), 0, h)
+            x1, y1 = np.clip(lm[:, 0].max(), 0, w), np.clip(lm[:, 1].max(), 0, h)
+            hands.append(
+                Hand(
+                    landmarks=lm,
+                    box=(float(x0), float(y0), float(x1), float(y1)),
+                    handedness=label,
+                    handedness_score=max(left_prob, 1 - left_prob),
+                    score=float(sc),
+                    presence=presence,
+                )
+            )
+        return hands
+
+
+# --------------------------------------------------------------------------- masks
+def hand_size(lm: np.ndarray) -> float:
+    """Palm length in pixels: wrist -> middle-finger MCP, or palm width if larger."""
+    p = lm[:, :2]
+    return float(max(np.linalg.norm(p[0] - p[9]), 1.25 * np.linalg.norm(p[5] - p[17]), 1.0))
+
+
+def landmark_mask(
+    shape,
+    hands: Sequence[Hand],
+    finger_width: float = 0.22,
+    palm_pad: float = 0.2,
+    wrist_cut: float | None = None,
+) -> np.ndarray:
+    """Draw hands from landmarks: palm hull (0,1,2,5,9,13,17) + thick finger bones.
+
+    finger_width: bone line thickness as a fraction of the palm length
+    (wrist->middle MCP); palm_pad: extra outline around the palm hull, same units;
+    wrist_cut: drop what lies more than this (same units) beyond the wrist landmark
+    along the middle-MCP -> wrist axis (masks cut at the wrist), None = keep.
+    Returns uint8 HxW with 0/255.
+    """
+    h, w = shape[:2]
+    out = np.zeros((h, w), np.uint8)
+    for hand in hands:
+        m = np.zeros((h, w), np.uint8)
+        lm = hand.landmarks[:, :2]
+        size = hand_size(hand.landmarks)
+        t = max(2, int(round(finger_width * size)))
+        hull = cv2.convexHull(np.round(lm[list(PALM_IDS)]).astype(np.int32))
+        cv2.fillConvexPoly(m, hull, 255, lineType=cv2.LINE_8)
+        pad = int(round(palm_pad * size))
+        if pad > 0:
+            cv2.polylines(m, [hull], True, 255, thickness=2 * pad, lineType=cv2.LINE_8)
+        pts = np.round(lm).astype(np.int32)
+        for a, b in BONES:
+            cv2.line(m, tuple(map(int, pts[a])), tuple(map(int, pts[b])), 255, t, cv2.LINE_8)
+        for i in (4, 8, 12, 16, 20):  # round finger tips a bit beyond the tip landmark
+            cv2.circle(m, tuple(map(int, pts[i])), t // 2, 255, -1)
+        if wrist_cut is not None:
+            ax = lm[9] - lm[0]
+            ax = ax / max(float(np.linalg.norm(ax)), 1e-6)
+            ys, xs = np.nonzero(m)
+            proj = (xs - lm[0, 0]) * ax[0] + (ys - lm[0, 1]) * ax[1]
+            cut = proj < -wrist_cut * size
+            m[ys[cut], xs[cut]] = 0
+        out |= m
+    return out
+
+
+def grabcut_refine(
+    rgb_uint8: np.ndarray,
+    hands: Sequence[Hand],
+    iters: int = 3,
+    box_margin: float = 0.25,
+    dilate: float = 0.25,
+    max_side: int = 320,
+) -> np.ndarray:
+    """GrabCut seeded by the landmarks; returns uint8 0/255.
+
+    sure foreground = thin bone lines + shrunken palm hull; probable foreground =
+    landmark mask dilated by `dilate` * palm length; probable background = the rest
+    of the box enlarged by `box_margin`; sure background = outside that box.
+    The image is downscaled so its long side is at most `max_side` (speed).
+    """
+    h, w = rgb_uint8.shape[:2]
+    out = np.zeros((h, w), np.uint8)
+    if not hands:
+        return out
+    sc = min(1.0, max_side / max(h, w))
+    small = cv2.resize(rgb_uint8, (round(w * sc), round(h * sc)), interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    hs = [replace(hd, landmarks=hd.landmarks * np.float32(sc)) for hd in hands]
+    gc = np.full((sh, sw), cv2.GC_BGD, np.uint8)
+    for hd in hs:
+        lm = hd.landmarks[:, :2]
+        size = hand_size(hd.landmarks)
+        x0, y0 = lm.min(0) - box_margin * size
+        x1, y1 = lm.max(0) + box_margin * size
+        x0, y0 = int(max(0, x0)), int(max(0, y0))
+        x1, y1 = int(min(sw, x1 + 1)), int(min(sh, y1 + 1))
+        gc[y0:y1, x0:x1] = np.where(gc[y0:y1, x0:x1] == cv2.GC_BGD, cv2.GC_PR_BGD, gc[y0:y1, x0:x1])
+    lmm = landmark_mask((sh, sw), hs)
+    k = max(3, int(round(dilate * np.mean([hand_size(d.landmarks) for d in hs]))) | 1)
+    prfg = cv2.dilate(lmm, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    gc[(prfg > 0) & (gc != cv2.GC_BGD)] = cv2.GC_PR_FGD
+    fg = landmark_mask((sh, sw), hs, finger_width=0.06, palm_pad=-0.0)
+    for hd in hs:  # shrink the palm hull to its core
+        lm = hd.landmarks[:, :2]
+        c = lm[list(PALM_IDS)].mean(0)
+        core = c + 0.6 * (lm[list(PALM_IDS)] - c)
+        cv2.fillConvexPoly(fg, cv2.convexHull(np.round(core).astype(np.int32)), 255)
+    gc[fg > 0] = cv2.GC_FGD
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    bgr = cv2.cvtColor(small, cv2.COLOR_RGB2BGR)
+    try:
+        cv2.grabCut(bgr, gc, None, bgd, fgd, iters, cv2.GC_INIT_WITH_MASK)
+    except cv2.error:
+        return landmark_mask((h, w), hands)
+    res = np.where((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD), 255, 0).astype(np.uint8)
+    res = cv2.resize(res, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.where(res >= 128, 255, 0).astype(np.uint8)

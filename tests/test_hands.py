@@ -1,0 +1,155 @@
+"""The hand-aware pipeline: detector stage, refiners, per-hand masks, paste-back geometry.
+
+Tests that run the real MediaPipe models skip when the ``hands`` extra or the model files
+are missing (``make test`` installs both, so CI runs them).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from handseg.core.errors import HandsegError
+from handseg.infer import detect
+from handseg.infer.detect import Hand, landmark_mask
+from handseg.infer.hand_models import find_hand_models
+from handseg.infer.pipeline import HandPipeline, box_region, split_instances
+
+
+def _hand(cx: float, cy: float, scale: float = 20.0, label: str = "right") -> Hand:
+    """A synthetic upright hand: wrist at the bottom, fingers pointing up."""
+    pts = [(0.0, 0.0)]  # wrist
+    for f, dx in enumerate((-1.2, -0.6, 0.0, 0.6, 1.2)):  # thumb .. little finger
+        base = 1.0 if f else 0.4
+        pts += [(dx * 0.8, -base - 0.5 * k) for k in range(4)]
+    xy = np.array([(cx + scale * x, cy + scale * y) for x, y in pts], np.float32)
+    lm = np.column_stack([xy, np.zeros(21, np.float32)])
+    box = (
+        float(xy[:, 0].min()),
+        float(xy[:, 1].min()),
+        float(xy[:, 0].max()),
+        float(xy[:, 1].max()),
+    )
+    return Hand(lm, box, label, 0.9, 0.95, 0.99)
+
+
+class FakeDetector:
+    """Returns the hands it was given, whatever the photo (the detector's interface)."""
+
+    def __init__(self, hands: list[Hand]) -> None:
+        self.found = hands
+
+    def __call__(self, rgb, max_hands=2, min_score=0.5):
+        return self.found[:max_hands]
+
+
+def test_box_region_is_the_enlarged_landmark_box():
+    hand = _hand(50, 60, scale=10)
+    region = box_region((120, 100), [hand], margin=0.0)
+    ys, xs = np.nonzero(region)
+    x0, y0, x1, y1 = hand.box
+    assert xs.min() == int(np.floor(x0)) and xs.max() == int(np.ceil(x1))
+    assert ys.min() == int(np.floor(y0)) and ys.max() == int(np.ceil(y1))
+    assert region[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1].all()  # a full rectangle
+    wider = box_region((120, 100), [hand], margin=0.5)
+    assert wider.sum() > region.sum() and (wider | region).sum() == wider.sum()
+
+
+def test_network_refiner_keeps_hand_pixels_exactly_where_the_boxes_are():
+    """Paste-back: the network's mask survives inside the hand boxes, nowhere else."""
+    hands = [_hand(30, 70, scale=8), _hand(110, 70, scale=8)]
+    rng = np.random.default_rng(0)
+    net_mask = (rng.random((100, 150)) > 0.5).astype(np.uint8)
+    pipe = HandPipeline(
+        refine="network", network=lambda rgb: net_mask, detector=FakeDetector(hands)
+    )
+    out = pipe(np.zeros((100, 150, 3), np.uint8))
+    region = box_region((100, 150), hands)
+    np.testing.assert_array_equal(out.mask, net_mask * region)
+    assert len(out.instances) == 2 and len(out.hands) == 2
+
+
+def test_no_hand_found_gives_an_empty_mask_not_a_guess():
+    pipe = HandPipeline(
+        refine="network",
+        network=lambda rgb: np.ones(rgb.shape[:2], np.uint8),
+        detector=FakeDetector([]),
+    )
+    out = pipe(np.full((40, 60, 3), 200, np.uint8))
+    assert out.mask.shape == (40, 60) and out.mask.sum() == 0
+    assert out.hands == [] and out.instances == []
+
+
+def test_instances_split_the_mask_between_hands_without_overlap():
+    left, right = _hand(30, 70, scale=8, label="left"), _hand(110, 70, scale=8)
+    mask = landmark_mask((100, 150), [left, right]) > 0
+    parts = split_instances(mask.astype(np.uint8), [left, right])
+    assert len(parts) == 2
+    assert not (parts[0] & parts[1]).any()
+    np.testing.assert_array_equal(parts[0] | parts[1], mask)
+    # each instance holds its own hand: the left one lies left of the middle
+    assert np.nonzero(parts[0])[1].max() < 75 < np.nonzero(parts[1])[1].min()
+
+
+def test_landmark_mask_covers_the_palm_and_the_finger_tips():
+    hand = _hand(60, 80, scale=12)
+    mask = landmark_mask((120, 120), [hand]) > 0
+    for i in (0, 5, 9, 13, 17, 4, 8, 12, 16, 20):  # wrist, knuckles and tips
+        x, y = np.round(hand.landmarks[i, :2]).astype(int)
+        assert mask[y, x], i
+    assert not mask[0, 0] and not mask[-1, -1]
+
+
+def test_hand_json_schema():
+    doc = _hand(30, 40).to_json()
+    assert set(doc) == {"box", "handedness", "handedness_score", "score", "presence", "landmarks"}
+    assert len(doc["box"]) == 4 and doc["handedness"] in ("left", "right")
+    assert np.asarray(doc["landmarks"]).shape == (21, 3)
+
+
+def test_unknown_refiner_and_network_without_model_are_clear_errors():
+    with pytest.raises(HandsegError, match="unknown refiner"):
+        HandPipeline(refine="magic", detector=FakeDetector([]))
+    with pytest.raises(HandsegError, match="needs a trained model"):
+        HandPipeline(refine="network", detector=FakeDetector([]))
+
+
+def test_missing_extra_is_a_one_line_error_with_the_install_command(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_litert(name, *args, **kwargs):
+        if name.startswith("ai_edge_litert"):
+            raise ImportError("No module named 'ai_edge_litert'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_litert)
+    with pytest.raises(HandsegError, match=r"pip install 'handseg\[hands\]'") as err:
+        detect._interpreter("x.tflite", 1)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_model_files_say_how_to_fetch_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("HANDSEG_HAND_MODELS", str(tmp_path))
+    with pytest.raises(HandsegError, match="handseg fetch-hand-models"):
+        find_hand_models()
+
+
+def _detector_or_skip():
+    pytest.importorskip("ai_edge_litert", reason="the 'hands' extra is not installed")
+    try:
+        find_hand_models()
+    except HandsegError as exc:
+        pytest.skip(str(exc))
+    return detect.HandDetector(num_threads=1)
+
+
+def test_real_detector_finds_nothing_on_hand_free_images():
+    detector = _detector_or_skip()
+    rng = np.random.default_rng(0)
+    blank = np.full((240, 320, 3), 128, np.uint8)
+    noise = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    for image in (blank, noise):
+        assert detector(image) == []
+        assert HandPipeline(refine="grabcut", detector=detector)(image).mask.sum() == 0
