@@ -96,6 +96,18 @@ def test_pairs_by_suffix(tmp_path, suffix, image_ext, mask_ext):
     assert names(pairs) == list(zip(image_names, mask_names))
 
 
+def test_pairs_with_the_suffix_on_the_image_side_or_both(tmp_path):
+    # "a_gt" and "b_mask" images pair with "a"/"b_seg" masks: the suffix may sit on either
+    # side; an exact stem still wins over a suffix-stripped one ("c_mask" <-> "c_mask")
+    images, masks = make_folders(
+        tmp_path, ["a_gt.png", "b_mask.jpg", "c_mask.png"], ["a.png", "b_seg.png", "c_mask.png"]
+    )
+    pairs = find_pairs(images, masks)
+    assert pairs.rule == "stem"
+    assert names(pairs) == [("a_gt.png", "a.png"), ("b_mask.jpg", "b_seg.png"),
+                            ("c_mask.png", "c_mask.png")]  # fmt: skip
+
+
 def test_pairs_by_natural_order_when_no_names_match(tmp_path, caplog):
     image_names = [f"img{k}.png" for k in range(1, 13)]
     mask_names = [f"label_{k}_x.png" for k in range(12, 0, -1)]  # created in reverse order

@@ -16,10 +16,16 @@ from PIL import Image
 
 import handseg
 from handseg.app.cli import main
+from handseg.core.config import resolve_config
+from handseg.core.constants import CLASS_NAMES, IMAGENET_MEAN, IMAGENET_STD
 from handseg.core.errors import HandsegError
-from handseg.eval.evaluate import compare, evaluate_mask_folders
+from handseg.data.pairs import find_pairs
+from handseg.data.split import load_split
+from handseg.eval.evaluate import compare, evaluate_mask_folders, evaluate_model
+from handseg.eval.metrics import to_json
 from handseg.model.checkpoint import save_model_file
 from handseg.model.network import HandSegNet
+from handseg.train.run import train
 
 DATA = Path(__file__).parents[2] / "shared" / "data" / "arsl-bg11"
 
@@ -75,14 +81,17 @@ EXPECTED_CLASSES = {
 
 @pytest.fixture()
 def known_folders(tmp_path) -> tuple[Path, Path]:
-    """gt/{a,b,c}.png and pred/{a,b,c}_mask.png (as ``handseg predict`` names them); the
-    prediction for ``a`` is stored at twice the size, and pred/ holds a stray text file."""
+    """gt/{a,b,c}.png and pred/{a,b,c}_mask.png with {a,b,c}_overlay.jpg beside them (as
+    ``handseg predict`` writes them); the prediction for ``a`` is stored at twice the size,
+    and pred/ holds a stray text file."""
     gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
     for name, (gt, pred) in _known_masks().items():
         _png(gt, gt_dir / f"{name}.png")
         if name == "a":
             pred = np.kron(pred, np.ones((2, 2), np.uint8))  # 20 x 20, same aspect
         _png(pred, pred_dir / f"{name}_mask.png")
+        photo = np.full((*pred.shape, 3), (90, 60, 30), np.uint8)
+        Image.fromarray(photo).save(pred_dir / f"{name}_overlay.jpg")
     (pred_dir / "log.txt").write_text("not a mask")
     return pred_dir, gt_dir
 
@@ -130,6 +139,32 @@ def test_evaluate_pred_masks_with_another_aspect_names_the_file(known_folders):
         evaluate_mask_folders(pred_dir, gt_dir, progress=False)
 
 
+def test_evaluate_pairs_a_mask_suffix_on_either_side(known_folders, tmp_path):
+    # ground truth named a_mask.png, predictions named a.png (another tool's output)
+    pred_dir, gt_dir = known_folders
+    gt2, pred2 = tmp_path / "gt2", tmp_path / "pred2"
+    gt2.mkdir(), pred2.mkdir()
+    for name in "abc":
+        shutil.copy(gt_dir / f"{name}.png", gt2 / f"{name}_mask.png")
+        shutil.copy(pred_dir / f"{name}_mask.png", pred2 / f"{name}.png")
+    r = evaluate_mask_folders(pred2, gt2, progress=False)
+    assert [(i["image"], i["mask"]) for i in r["images"]] == [
+        (f"{n}.png", f"{n}_mask.png") for n in "abc"
+    ]
+    assert r["confusion"] == [[186, 14], [0, 100]]
+
+
+def test_evaluate_pred_masks_names_orphans_as_predictions(known_folders):
+    # an overlay without its mask is not handseg predict's output: it must be paired
+    pred_dir, gt_dir = known_folders
+    (pred_dir / "c_mask.png").unlink()
+    with pytest.raises(HandsegError) as err:
+        evaluate_mask_folders(pred_dir, gt_dir, progress=False)
+    msg = str(err.value)
+    assert "1 ground-truth mask(s) without a prediction: c.png" in msg
+    assert "1 prediction(s) without a ground-truth mask: c_overlay.jpg" in msg
+
+
 def test_evaluate_a_folder_against_itself_is_perfect(known_folders):
     _, gt_dir = known_folders
     r = evaluate_mask_folders(gt_dir, gt_dir, progress=False)
@@ -169,7 +204,7 @@ def test_real_masks_against_themselves_score_one(tmp_path):
     assert all(r["image"] == r["mask"] for r in m["images"])
     for key in ("GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore"):
         assert m["dataset"][key] == 1.0, key
-    for cls in ("background", "hand"):
+    for cls in CLASS_NAMES:
         assert m["classes"][cls] == {"Accuracy": 1.0, "IoU": 1.0, "MeanBFScore": 1.0}
     assert all(r["accuracy"] == r["hand_iou"] == r["bf"] == 1.0 for r in m["images"])
 
@@ -195,9 +230,6 @@ def _tiny_data(root: Path, n: int = 10) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """A training run trained for one epoch on 10 tiny images (6 train / 2 val / 2 test)."""
-    from handseg.core.config import resolve_config
-    from handseg.train.run import train
-
     root = tmp_path_factory.mktemp("tiny")
     images, masks = _tiny_data(root / "data")
     cfg = resolve_config(
@@ -219,62 +251,46 @@ def test_cli_evaluate_split_of_a_training_run(tiny_run, tmp_path, capsys):
     assert set(m["dataset"]) >= {
         "GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore"
     }  # fmt: skip
-    for cls in ("background", "hand"):
+    for cls in CLASS_NAMES:
         assert set(m["classes"][cls]) >= {"Accuracy", "IoU", "MeanBFScore"}
     cm = np.asarray(m["confusion"])
     assert cm.shape == (2, 2) and cm.sum() == 2 * 64 * 80
-    test_names = [e["image"] for e in json.loads((tiny_run / "split.json").read_text())["test"]]
+    test_names = [image.name for image, _ in load_split(tiny_run / "split.json")["test"]]
     assert sorted(r["image"] for r in m["images"]) == sorted(test_names)
     for r in m["images"]:
         assert set(r) >= {"image", "mask", "accuracy", "hand_iou", "bf"}
         assert 0.0 <= r["accuracy"] <= 1.0
 
 
-def test_evaluate_model_on_folders_matches_the_mask_folder_route(tiny_run, tmp_path):
-    # Predictions written by `handseg predict` and scored with --pred-masks give the same
-    # numbers as `evaluate --model` on the photos (both work at the mask's resolution).
+def test_predict_then_evaluate_pred_masks_equals_evaluating_the_model(tiny_run, tmp_path):
+    # `handseg predict` writes <stem>_mask.png and <stem>_overlay.jpg into one folder, and
+    # that folder scored with --pred-masks gives the numbers of evaluating the model on the
+    # photos directly (both at the mask's resolution), on all 10 images. One inference
+    # path for both (PyTorch fp32): "auto" may pick int8 calibrated on the training images.
     data = tiny_run.parent / "data"
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert (
-        main(
-            [
-                "evaluate",
-                "--model",
-                str(tiny_run),
-                "--images",
-                str(data / "images"),
-                "--masks",
-                str(data / "masks"),
-                "--out",
-                str(a),
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
+    pred, out = tmp_path / "pred", tmp_path / "eval"
+    assert main(["predict", "--model", str(tiny_run / "model.pt"), str(data / "images"),
+                 "--out", str(pred), "--device", "cpu", "--runtime", "torch",
+                 "--precision", "fp32"]) == 0  # fmt: skip
+    assert len(list(pred.glob("*_overlay.jpg"))) == len(list(pred.glob("*_mask.png"))) == 10
+    assert main(["evaluate", "--pred-masks", str(pred), "--masks", str(data / "masks"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    via_files = json.loads((out / "metrics.json").read_text())
+
+    model = handseg.load_model(
+        tiny_run / "model.pt", device="cpu", runtime="torch", precision="fp32"
     )
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(tiny_run / "model.pt"),
-                str(data / "images"),
-                "--out",
-                str(tmp_path / "pred"),
-                "--no-overlay",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
-    assert main(["evaluate", "--pred-masks", str(tmp_path / "pred"), "--masks",
-                 str(data / "masks"), "--out", str(b)]) == 0  # fmt: skip
-    ma = json.loads((a / "metrics.json").read_text())
-    mb = json.loads((b / "metrics.json").read_text())
-    assert ma["confusion"] == mb["confusion"]
-    assert ma["dataset"] == pytest.approx(mb["dataset"], nan_ok=True)
+    pairs = find_pairs(data / "images", data / "masks")
+    direct = json.loads(to_json(evaluate_model(model, pairs, progress=False)))
+    assert via_files["num_images"] == direct["num_images"] == 10
+    assert via_files["confusion"] == direct["confusion"]
+    assert via_files["dataset"] == pytest.approx(direct["dataset"], abs=1e-12)
+    for cls in CLASS_NAMES:
+        assert via_files["classes"][cls] == pytest.approx(direct["classes"][cls], abs=1e-12)
+    for a, b in zip(via_files["images"], direct["images"]):
+        assert (a["image"], a["mask"]) == (b["image"].replace(".png", "_mask.png"), b["mask"])
+        for key in ("accuracy", "hand_iou", "bf"):
+            assert a[key] == pytest.approx(b[key], abs=1e-12, nan_ok=True), key
 
 
 # --- compare ---------------------------------------------------------------------------------
@@ -283,7 +299,7 @@ def test_evaluate_model_on_folders_matches_the_mask_folder_route(tiny_run, tmp_p
 class _FixedPredictor:
     """Stands in for a model: predicts hand in the left half at whatever size is asked."""
 
-    classes = ("background", "hand")
+    classes = CLASS_NAMES
 
     def __init__(self) -> None:
         self.asked: list[tuple[int, int] | None] = []
@@ -322,8 +338,8 @@ def test_compare_colours_scores_and_figure(tmp_path, split_errors):
 def test_cli_compare_prints_scores_and_writes_the_figure(tmp_path, capsys):
     torch.manual_seed(0)
     model = save_model_file(
-        tmp_path / "m.pt", HandSegNet(), classes=("background", "hand"),
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), input_size=(64, 80),
+        tmp_path / "m.pt", HandSegNet(), classes=CLASS_NAMES,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, input_size=(64, 80),
     )  # fmt: skip
     photo = tmp_path / "p.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)).save(photo)

@@ -259,7 +259,9 @@ def _colour_clusters(rgb: np.ndarray) -> int:
     return len(reps)
 
 
-def _parse_hand_value(hand_value: Any) -> int | tuple[int, int, int] | None:
+def parse_hand_value(hand_value: Any) -> int | tuple[int, int, int] | None:
+    """``--hand-value`` as :func:`read_mask` takes it: None, an int, or an RGB triple (from
+    a sequence or an "R,G,B" / "R G B" string); anything else raises :class:`HandsegError`."""
     if hand_value is None:
         return None
     if isinstance(hand_value, str):
@@ -322,7 +324,7 @@ def read_mask(
     string for colour masks. EXIF orientation is applied, as for photos.
     """
     path = Path(path)
-    value = _parse_hand_value(hand_value)
+    value = parse_hand_value(hand_value)
     im = _exif_transpose(_open(path, "mask")[0], path, "mask")
     if value is not None:
         return _mask_by_value(path, im, value)
@@ -400,15 +402,20 @@ def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
-def _check_aspect(mask_hw: tuple[int, int], image_hw: tuple[int, int], name: str) -> None:
+def check_aspect(
+    mask_hw: tuple[int, int], image_hw: tuple[int, int], name: str, *, target: str = "its image"
+) -> None:
+    """Raise :class:`HandsegError` unless a (h, w) mask can be resized onto (H, W): same
+    size, or aspect ratios within 1 %. The message names the mask (``name``), ``target``
+    (e.g. "its image photo.jpg") and both sizes (W x H)."""
     (mh, mw), (ih, iw) = mask_hw, image_hw
     if (mh, mw) == (ih, iw):
         return
     if abs((mw / mh) / (iw / ih) - 1.0) > 0.01:
         raise HandsegError(
-            f"mask {name} is {mw} x {mh} (W x H) but its image is {iw} x {ih}: the aspect "
+            f"mask {name} is {mw} x {mh} (W x H) but {target} is {iw} x {ih}: the aspect "
             "ratios differ, so the mask cannot be resized to fit; check the pairing or "
-            "re-export the mask at the image's size"
+            "re-export the mask at the right size"
         )
 
 
@@ -422,5 +429,5 @@ def fit_mask_to_image(
     both sizes (W x H).
     """
     image_hw = (int(image_hw[0]), int(image_hw[1]))
-    _check_aspect(mask.shape[:2], image_hw, name)
+    check_aspect(mask.shape[:2], image_hw, name)
     return resize_mask(mask, image_hw)

@@ -24,8 +24,8 @@ from torch.utils.data import Dataset
 from handseg.core.constants import CLASS_NAMES, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import (
-    _check_aspect,
-    _parse_hand_value,
+    check_aspect,
+    parse_hand_value,
     read_image_full,
     read_mask,
     resize_image,
@@ -109,7 +109,7 @@ class SegDataset(Dataset):
         self.image_size = image_size
         self.transform = transform
         self.exif = exif
-        self.hand_value = _parse_hand_value(hand_value)
+        self.hand_value = parse_hand_value(hand_value)
         self.cache = cache
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -129,7 +129,7 @@ class SegDataset(Dataset):
         else:
             image, full_hw = read_image_full(image_path, exif=self.exif, draft_hw=self.image_size)
             mask = read_mask(mask_path, hand_value=self.hand_value)
-            _check_aspect(mask.shape[:2], full_hw, str(mask_path))
+            check_aspect(mask.shape[:2], full_hw, str(mask_path))
             image = resize_image(image, self.image_size)
             mask = resize_mask(mask, self.image_size)
         if self.cache:

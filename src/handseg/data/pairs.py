@@ -62,61 +62,101 @@ def find_pairs(images_dir: str | Path, masks_dir: str | Path) -> PairList:
                 f"images and masks share folder {images_dir} but masks need a suffix "
                 f"({', '.join(MASK_SUFFIXES)}); put them in separate folders"
             )
+    return pair_files(images, masks, images_dir=images_dir, masks_dir=masks_dir)
 
-    by_stem: dict[str, Path] = {}
-    for p in images:
-        key = p.stem.lower()
-        if key in by_stem:
-            raise HandsegError(
-                f"two images share the name {p.stem!r} in {images_dir}: {by_stem[key].name} "
-                f"and {p.name}; rename or remove one"
-            )
-        by_stem[key] = p
 
-    mask_for: dict[Path, Path] = {}
-    orphan_masks: list[Path] = []
-    for m in masks:
-        img = next((by_stem[k] for k in _mask_keys(m.stem) if k in by_stem), None)
-        if img is None:
-            orphan_masks.append(m)
-        elif img in mask_for:
-            raise HandsegError(
-                f"image {img.name} has two masks in {masks_dir}: {mask_for[img].name} and "
-                f"{m.name}; remove one"
-            )
-        else:
-            mask_for[img] = m
+def pair_files(
+    images: Sequence[Path],
+    masks: Sequence[Path],
+    *,
+    images_dir: str | Path,
+    masks_dir: str | Path,
+    kinds: tuple[str, str] = ("image", "mask"),
+) -> PairList:
+    """Pair two lists of files (each in natural order) by the rules of :func:`find_pairs`.
+
+    ``images_dir`` and ``masks_dir`` name the folders in messages; ``kinds`` names the two
+    sides (e.g. ``("ground-truth mask", "prediction")`` when scoring predicted masks).
+    """
+    images_dir, masks_dir = Path(images_dir), Path(masks_dir)
+    mask_for, orphan_masks = _match_by_name(images, masks, images_dir, masks_dir, kinds)
     orphan_images = [p for p in images if p not in mask_for]
-
     if not orphan_images and not orphan_masks:
         pairs = PairList(((p, mask_for[p]) for p in images), rule="stem")
-        log.info("paired %d images with masks by file name", len(pairs))
+        log.info("paired %d %ss with %ss by file name", len(pairs), *kinds)
         return pairs
     if not mask_for and len(images) == len(masks):
         pairs = PairList(zip(images, masks), rule="natural-order")
         log.info(
-            "no image and mask names match: paired %d images with masks by natural sort order "
+            "no %s and %s names match: paired %d %ss with %ss by natural sort order "
             "(first: %s <-> %s)",
+            *kinds,
             len(pairs),
+            *kinds,
             images[0].name,
             masks[0].name,
         )
         return pairs
+    a, b = kinds
     if not mask_for:
         raise HandsegError(
-            f"no image name matches a mask name and the counts differ ({len(images)} images "
-            f"in {images_dir}, {len(masks)} masks in {masks_dir}), so they cannot be paired "
-            "by name or by order; remove the extra files or name masks after their images"
+            f"no {a} name matches {_an(b)} name and the counts differ ({len(images)} {a}s "
+            f"in {images_dir}, {len(masks)} {b}s in {masks_dir}), so they cannot be paired "
+            f"by name or by order; remove the extra files or name {b}s after their {a}s"
         )
     parts = []
     if orphan_images:
-        parts.append(f"{len(orphan_images)} image(s) without a mask: {short_list(orphan_images)}")
+        parts.append(f"{len(orphan_images)} {a}(s) without {_an(b)}: {short_list(orphan_images)}")
     if orphan_masks:
-        parts.append(f"{len(orphan_masks)} mask(s) without an image: {short_list(orphan_masks)}")
+        parts.append(f"{len(orphan_masks)} {b}(s) without {_an(a)}: {short_list(orphan_masks)}")
     raise HandsegError(
         f"cannot pair {images_dir} with {masks_dir}: {'; '.join(parts)}; add the missing "
         "files or remove the orphans"
     )
+
+
+def _an(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
+def _match_by_name(
+    images: Sequence[Path],
+    masks: Sequence[Path],
+    images_dir: Path,
+    masks_dir: Path,
+    kinds: tuple[str, str],
+) -> tuple[dict[Path, Path], list[Path]]:
+    """``({image: mask}, masks matching no image)``, by stem with a mask suffix allowed on
+    either side: an exact stem match first, then a mask suffix removed from the image's.
+    Two images with one stem, or two masks for one image, raise :class:`HandsegError`."""
+    by_stem: dict[str, Path] = {}
+    by_base: dict[str, Path | None] = {}  # stems without their mask suffix; None: ambiguous
+    for p in images:
+        key = p.stem.lower()
+        if key in by_stem:
+            raise HandsegError(
+                f"two {kinds[0]}s share the name {p.stem!r} in {images_dir}: "
+                f"{by_stem[key].name} and {p.name}; rename or remove one"
+            )
+        by_stem[key] = p
+        for base in _mask_keys(p.stem)[1:]:
+            by_base[base] = None if base in by_base else p
+    mask_for: dict[Path, Path] = {}
+    orphans: list[Path] = []
+    for m in masks:
+        keys = _mask_keys(m.stem)
+        img = next((by_stem[k] for k in keys if k in by_stem), None)
+        img = img or next((by_base[k] for k in keys if by_base.get(k) is not None), None)
+        if img is None:
+            orphans.append(m)
+        elif img in mask_for:
+            raise HandsegError(
+                f"{kinds[0]} {img.name} has two {kinds[1]}s in {masks_dir}: "
+                f"{mask_for[img].name} and {m.name}; remove one"
+            )
+        else:
+            mask_for[img] = m
+    return mask_for, orphans
 
 
 def load_pair(

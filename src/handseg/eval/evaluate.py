@@ -14,16 +14,27 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from handseg.core.constants import CLASS_NAMES, SUBSETS
 from handseg.core.errors import HandsegError
-from handseg.core.imaging import fit_mask_to_image, list_images, read_image, read_mask
+from handseg.core.imaging import (
+    check_aspect,
+    list_images,
+    read_image,
+    read_mask,
+    resize_mask,
+    short_list,
+)
 from handseg.core.io import atomic_write_text
 from handseg.core.viz import comparison_figure, comparison_image, confusion_figure
-from handseg.data.pairs import find_pairs
+from handseg.data.pairs import pair_files
 from handseg.data.split import load_split
 from handseg.eval.metrics import SegmentationMetrics, to_json, write_per_image_csv
 
 log = logging.getLogger(__name__)
-_SUBSETS = ("train", "val", "test")
+
+_PREDICTED_MASK, _OVERLAY = "_mask", "_overlay"
+"""``handseg predict`` writes ``<stem>_mask.png`` and ``<stem>_overlay.jpg`` side by side
+(:func:`handseg.infer.media.predict_paths`)."""
 
 
 def evaluate_model(
@@ -46,21 +57,18 @@ def evaluate_model(
     for image_path, mask_path in tqdm(pairs, desc=desc, unit="img", disable=not progress):
         image = read_image(image_path)
         gt = read_mask(mask_path, hand_value=hand_value)
-        _check_aspect(image.shape[:2], gt.shape[:2], image_path, mask_path)
+        _check_mask_fits_image(gt, image, mask_path, image_path)
         pred = predictor.predict(image, out_size=gt.shape[:2])
         acc.update(pred, gt, image=Path(image_path).name, mask=Path(mask_path).name)
     return acc.compute()
 
 
-def _check_aspect(a: tuple[int, int], b: tuple[int, int], pa: Path, pb: Path) -> None:
-    """Raise when (H, W) sizes ``a`` (of ``pa``) and ``b`` (of ``pb``) differ in aspect."""
-    ra, rb = a[1] / a[0], b[1] / b[0]
-    if abs(ra - rb) / rb > 0.01:
-        raise HandsegError(
-            f"{Path(pb).name} is {b[1]}x{b[0]} (W x H) but {Path(pa).name} is {a[1]}x{a[0]}: "
-            "the aspect ratios differ, so one cannot be resized onto the other; check the "
-            "pairing or re-export the file at the right size"
-        )
+def _check_mask_fits_image(
+    mask: np.ndarray, image: np.ndarray, mask_path: str | Path, image_path: str | Path
+) -> None:
+    """The prediction is made at the mask's size, so the photo must share its aspect."""
+    target = f"its image {Path(image_path).name}"
+    check_aspect(mask.shape[:2], image.shape[:2], Path(mask_path).name, target=target)
 
 
 def evaluate_split(
@@ -76,8 +84,8 @@ def evaluate_split(
     """Evaluate one subset (``train``, ``val`` or ``test``) of a training run's
     ``RUN/split.json``; the folders stored in the split are used unless overridden."""
 
-    if subset not in _SUBSETS:
-        raise HandsegError(f"unknown split {subset!r}: choose one of {', '.join(_SUBSETS)}")
+    if subset not in SUBSETS:
+        raise HandsegError(f"unknown split {subset!r}: choose one of {', '.join(SUBSETS)}")
     run = Path(run)
     split_file = run / "split.json" if run.is_dir() else run
     pairs = load_split(split_file, images_dir, masks_dir)[subset]
@@ -92,36 +100,65 @@ def evaluate_mask_folders(
     pred_dir: str | Path,
     masks_dir: str | Path,
     *,
-    class_names: Sequence[str] = ("background", "hand"),
+    class_names: Sequence[str] = CLASS_NAMES,
     hand_value: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Score masks written by any tool (``pred_dir``) against ground truth (``masks_dir``).
 
-    Files are paired as the data layer pairs images and masks, with the ground truth in
-    the images' place so that a prediction may carry a mask suffix: ``a_mask.png`` (as
-    ``handseg predict`` writes it) pairs with ``a.png``, and a folder pairs with itself by
-    name. Non-images in either folder are skipped with a warning. ``hand_value`` applies to
-    the ground truth. A predicted mask whose size differs from its ground truth is resized
-    (nearest) when the aspect ratio matches, else :class:`HandsegError` names the file.
+    ``pred_dir`` may be the folder ``handseg predict`` wrote: the overlays it puts beside
+    its masks (``a_overlay.jpg`` next to ``a_mask.png``) are left out. Files are paired as
+    the data layer pairs images and masks (:func:`~handseg.data.pairs.pair_files`), with
+    the ground truth in the images' place: by name with a mask suffix allowed on either
+    side (``a_mask.png`` pairs with ``a.png`` and ``a.png`` with ``a_mask.png``), else by
+    natural order when no name matches and the counts agree; a folder pairs with itself by
+    name. Non-images in either folder are skipped with a warning. ``hand_value`` applies
+    to the ground truth. A predicted mask whose size differs from its ground truth is
+    resized (nearest) when the aspect ratio matches, else :class:`HandsegError` names the
+    file.
     """
-
-    for d, what in ((pred_dir, "predicted masks"), (masks_dir, "ground-truth masks")):
-        if not Path(d).is_dir():
-            raise HandsegError(f"{what} folder {d} does not exist or is not a folder")
-    if Path(pred_dir).resolve() == Path(masks_dir).resolve():  # a folder against itself
-        pairs = [(m, m) for m in list_images(masks_dir, what="masks")]
-    else:
-        pairs = [(p, g) for g, p in find_pairs(masks_dir, pred_dir)]
+    pairs = _prediction_pairs(Path(pred_dir), Path(masks_dir))
     acc = SegmentationMetrics(class_names)
     for pred_path, gt_path in tqdm(pairs, desc="evaluate", unit="img", disable=not progress):
         gt = read_mask(gt_path, hand_value=hand_value)
         pred = read_mask(pred_path)
-        if pred.shape != gt.shape:
-            _check_aspect(gt.shape[:2], pred.shape[:2], gt_path, pred_path)
-            pred = fit_mask_to_image(pred, gt.shape[:2], name=str(pred_path))
-        acc.update(pred, gt, image=Path(pred_path).name, mask=Path(gt_path).name)
+        target = f"its ground truth {gt_path.name}"
+        check_aspect(pred.shape[:2], gt.shape[:2], pred_path.name, target=target)
+        acc.update(resize_mask(pred, gt.shape[:2]), gt, image=pred_path.name, mask=gt_path.name)
     return acc.compute()
+
+
+def _prediction_pairs(pred_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
+    """(predicted mask, ground-truth mask) pairs of two folders; see
+    :func:`evaluate_mask_folders`."""
+    gts = list_images(masks_dir, what="ground-truth masks")
+    if pred_dir.resolve() == masks_dir.resolve():  # a folder against itself
+        return [(m, m) for m in gts]
+    preds = _without_overlays(list_images(pred_dir, what="predicted masks"))
+    pairs = pair_files(
+        gts, preds, images_dir=masks_dir, masks_dir=pred_dir,
+        kinds=("ground-truth mask", "prediction"),
+    )  # fmt: skip
+    return [(p, g) for g, p in pairs]
+
+
+def _without_overlays(paths: list[Path]) -> list[Path]:
+    """``paths`` less the overlays ``handseg predict`` writes beside its masks: a file
+    ``<stem>_overlay.*`` whose folder also holds ``<stem>_mask.*``."""
+    stems = {p.stem.lower() for p in paths}
+
+    def is_overlay(p: Path) -> bool:
+        s = p.stem.lower()
+        return s.endswith(_OVERLAY) and s[: -len(_OVERLAY)] + _PREDICTED_MASK in stems
+
+    overlays = [p for p in paths if is_overlay(p)]
+    if overlays:
+        log.info(
+            "left out %d overlay(s) that handseg predict wrote beside its masks: %s",
+            len(overlays),
+            short_list(overlays),
+        )
+    return [p for p in paths if not is_overlay(p)]
 
 
 def compare(
@@ -147,9 +184,9 @@ def compare(
 
     image = read_image(image_path)
     gt = read_mask(mask_path, hand_value=hand_value)
-    _check_aspect(image.shape[:2], gt.shape[:2], Path(image_path), Path(mask_path))
+    _check_mask_fits_image(gt, image, mask_path, image_path)
     pred = predictor.predict(image, out_size=gt.shape[:2])
-    classes = getattr(predictor, "classes", ("background", "hand"))
+    classes = getattr(predictor, "classes", CLASS_NAMES)
     record = SegmentationMetrics(classes).update(
         pred, gt, image=Path(image_path).name, mask=Path(mask_path).name
     )
@@ -183,7 +220,7 @@ def write_evaluation(result: dict[str, Any], out_dir: str | Path) -> dict[str, P
     }
     atomic_write_text(paths["metrics"], to_json(result))
     write_per_image_csv(result, paths["per_image"])
-    names = list(result.get("classes", {}).keys()) or ["background", "hand"]
+    names = list(result.get("classes", {}).keys()) or list(CLASS_NAMES)
     confusion_figure(result, names, paths["confusion"])
     return paths
 
