@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from handseg.app.cli import main
 from handseg.core.errors import HandsegError
 from handseg.eval.baseline import run_skin_baseline, skin_baseline
+from handseg.eval.evaluate import evaluate_mask_folders
 
 H, W = 120, 160
 SKIN = (224, 172, 140)
@@ -110,9 +112,6 @@ def test_run_writes_masks_by_stem(tmp_path):
 
 
 def test_cli_masks_score_with_evaluate(tmp_path, capsys):
-    from handseg.app.cli import main
-    from handseg.eval.evaluate import evaluate_mask_folders
-
     images, masks = _write_set(tmp_path)
     out = tmp_path / "skin"
     rc = main(["baseline", "skin", "--images", str(images), "--out", str(out),
@@ -130,8 +129,6 @@ def test_cli_masks_score_with_evaluate(tmp_path, capsys):
 
 
 def test_cli_error_is_one_line(tmp_path, capsys):
-    from handseg.app.cli import main
-
     rc = main(["baseline", "skin", "--images", str(tmp_path / "nope"), "--out", str(tmp_path)])
     assert rc == 2
     err = capsys.readouterr().err

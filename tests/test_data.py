@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from handseg.core.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from handseg.core.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, SUBSETS
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import fit_mask_to_image, list_images, natural_key, read_image, read_mask
 from handseg.data.dataset import SegDataset, label_counts, median_frequency_weights
@@ -419,11 +419,11 @@ def _fake_pairs(n: int) -> list[tuple[Path, Path]]:
 def test_split_sizes_determinism_disjoint_coverage():
     pairs = _fake_pairs(30)
     a = make_split(pairs, (0.6, 0.2, 0.2), seed=0)
-    assert [len(a[k]) for k in ("train", "val", "test")] == [18, 6, 6]
+    assert [len(a[k]) for k in SUBSETS] == [18, 6, 6]
     assert a == make_split(list(pairs), seed=0)  # same pairs, same seed
     b = make_split(pairs, seed=1)
     assert a != b
-    subsets = [set(a[k]) for k in ("train", "val", "test")]
+    subsets = [set(a[k]) for k in SUBSETS]
     assert not (subsets[0] & subsets[1]) and not (subsets[0] & subsets[2])
     assert not (subsets[1] & subsets[2])
     assert set().union(*subsets) == set(pairs)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from handseg.app.cli import main
+from handseg.core.constants import CLASS_NAMES
 from handseg.data.inspect import format_inspect_report, inspect_data
 
 H, W = 48, 64
@@ -39,7 +40,7 @@ def test_inspect_counts_sizes_and_weights(tiny, tmp_path):
     hand = sum(h * w for h, w in HAND_BOXES)
     total = 6 * H * W
     bg, fg = info["classes"]
-    assert (bg["name"], fg["name"]) == ("background", "hand")
+    assert (bg["name"], fg["name"]) == CLASS_NAMES
     assert (bg["pixel_count"], bg["image_pixel_count"]) == (total - hand, total)
     assert (fg["pixel_count"], fg["image_pixel_count"]) == (hand, total)
     freq = np.array([(total - hand) / total, hand / total])

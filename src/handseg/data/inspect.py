@@ -8,9 +8,9 @@ class-frequency bar chart and a grid of photos with their masks overlaid.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,9 @@ from handseg.core.imaging import (
     resize_image,
     resize_mask,
 )
+from handseg.core.io import atomic_write_json
 from handseg.data.dataset import label_counts, median_frequency_weights
-from handseg.data.pairs import find_pairs
+from handseg.data.pairs import PairList, find_pairs
 
 _MAX_SAMPLES = 8
 _THUMB_HW = (180, 240)  # decode size hint for the sample grid (JPEG draft)
@@ -37,6 +38,18 @@ _RULES = {
 
 def _size_table(sizes: Counter) -> dict[str, int]:
     return {f"{w} x {h}": n for (w, h), n in sorted(sizes.items(), key=lambda kv: -kv[1])}
+
+
+@dataclass
+class _Tally:
+    """What one pass over the pairs collects."""
+
+    image_sizes: Counter = field(default_factory=Counter)  # (W, H) -> count
+    mask_sizes: Counter = field(default_factory=Counter)
+    pixel: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES), np.int64))
+    image_pixel: np.ndarray = field(default_factory=lambda: np.zeros(len(CLASS_NAMES), np.int64))
+    shares: list[float] = field(default_factory=list)  # hand share of each image
+    samples: list[tuple[str, np.ndarray, np.ndarray, float]] = field(default_factory=list)
 
 
 def inspect_data(
@@ -56,41 +69,65 @@ def inspect_data(
     written). With ``out``: ``class-frequency.png``, ``samples.png`` and ``inspect.json``.
     Any unreadable file or undecodable mask raises ``HandsegError`` naming it.
     """
+    pairs = find_pairs(images_dir, masks_dir)
+    t = _tally(pairs, hand_value)
+    weights = median_frequency_weights(t.pixel, t.image_pixel)
+    info: dict[str, Any] = {
+        "images_dir": str(images_dir),
+        "masks_dir": str(masks_dir),
+        "rule": pairs.rule,
+        "num_pairs": len(pairs),
+        "first_pairs": [[i.name, m.name] for i, m in pairs[:3]],
+        "last_pair": [pairs[-1][0].name, pairs[-1][1].name],
+        "image_sizes": _size_table(t.image_sizes),
+        "mask_sizes": _size_table(t.mask_sizes),
+        "classes": _class_table(t.pixel, t.image_pixel),
+        "class_weights": {name: float(weights[c]) for c, name in enumerate(CLASS_NAMES)},
+        "hand_share": {
+            "min": float(np.min(t.shares)),
+            "mean": float(np.mean(t.shares)),
+            "max": float(np.max(t.shares)),
+        },
+        "files": {},
+    }
+    if out is not None:
+        info["files"] = _write_files(info, weights, t.samples, Path(out))
+    return info
+
+
+def _tally(pairs: PairList, hand_value: int | Sequence[int] | str | None) -> _Tally:
+    """Sizes, class counts and hand shares of every pair, and up to 8 evenly spread samples
+    (thumbnails with their masks) for the grid."""
     from tqdm.auto import tqdm
 
-    pairs = find_pairs(images_dir, masks_dir)
     n = len(pairs)
     sample_idx = set(np.linspace(0, n - 1, min(n, _MAX_SAMPLES)).round().astype(int).tolist())
-    image_sizes: Counter = Counter()
-    mask_sizes: Counter = Counter()
-    pixel = np.zeros(len(CLASS_NAMES), np.int64)
-    image_pixel = np.zeros(len(CLASS_NAMES), np.int64)
-    shares: list[float] = []
-    samples: list[tuple[str, np.ndarray, np.ndarray, float]] = []
-
+    t = _Tally()
     for i, (image_path, mask_path) in enumerate(
         tqdm(pairs, desc="reading", unit="pair", disable=None)
     ):
         # Decoding the whole photo (at reduced JPEG scale) also proves it is readable.
         thumb, (h, w) = read_image_full(image_path, draft_hw=_THUMB_HW)
         mask = read_mask(mask_path, hand_value=hand_value)
-        image_sizes[(w, h)] += 1
-        mask_sizes[(mask.shape[1], mask.shape[0])] += 1
+        t.image_sizes[(w, h)] += 1
+        t.mask_sizes[(mask.shape[1], mask.shape[0])] += 1
         fitted = fit_mask_to_image(mask, (h, w), name=str(mask_path))  # (H, W) {0, 1}
         p, ip = label_counts([fitted], num_classes=len(CLASS_NAMES))
-        pixel += p
-        image_pixel += ip
-        shares.append(float(fitted.mean()))
+        t.pixel += p
+        t.image_pixel += ip
+        t.shares.append(float(fitted.mean()))
         if i in sample_idx:
             scale = min(1.0, _THUMB_HW[1] * 1.5 / w)
             hw = (max(1, round(h * scale)), max(1, round(w * scale)))
-            samples.append(
-                (image_path.name, resize_image(thumb, hw), resize_mask(mask, hw), shares[-1])
-            )
+            sample = (image_path.name, resize_image(thumb, hw), resize_mask(mask, hw))
+            t.samples.append((*sample, t.shares[-1]))
+    return t
 
-    weights = median_frequency_weights(pixel, image_pixel)
+
+def _class_table(pixel: np.ndarray, image_pixel: np.ndarray) -> list[dict[str, Any]]:
+    """One row per class, as MATLAB's ``countEachLabel`` (plus each class's share)."""
     total = max(int(pixel.sum()), 1)
-    classes = [
+    return [
         {
             "name": name,
             "pixel_count": int(pixel[c]),
@@ -100,32 +137,24 @@ def inspect_data(
         }
         for c, name in enumerate(CLASS_NAMES)
     ]
-    info: dict[str, Any] = {
-        "images_dir": str(images_dir),
-        "masks_dir": str(masks_dir),
-        "rule": pairs.rule,
-        "num_pairs": n,
-        "first_pairs": [[i.name, m.name] for i, m in pairs[:3]],
-        "last_pair": [pairs[-1][0].name, pairs[-1][1].name],
-        "image_sizes": _size_table(image_sizes),
-        "mask_sizes": _size_table(mask_sizes),
-        "classes": classes,
-        "class_weights": {name: float(weights[c]) for c, name in enumerate(CLASS_NAMES)},
-        "hand_share": {
-            "min": float(np.min(shares)),
-            "mean": float(np.mean(shares)),
-            "max": float(np.max(shares)),
-        },
-        "files": {},
+
+
+def _write_files(
+    info: dict[str, Any],
+    weights: np.ndarray,
+    samples: list[tuple[str, np.ndarray, np.ndarray, float]],
+    out: Path,
+) -> dict[str, str]:
+    """Write the two figures and ``inspect.json`` (``info`` with the file names) into
+    ``out``; return ``{"class_frequency", "samples", "report"}`` paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "class_frequency": str(_plot_class_frequency(info["classes"], weights, out)),
+        "samples": str(_plot_samples(samples, out)),
+        "report": str(out / "inspect.json"),
     }
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        info["files"]["class_frequency"] = str(_plot_class_frequency(classes, weights, out))
-        info["files"]["samples"] = str(_plot_samples(samples, out))
-        info["files"]["report"] = str(out / "inspect.json")
-        (out / "inspect.json").write_text(json.dumps(info, indent=2) + "\n")
-    return info
+    atomic_write_json(out / "inspect.json", {**info, "files": files})
+    return files
 
 
 def _plot_class_frequency(classes: list[dict], weights: np.ndarray, out: Path) -> Path:

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from handseg.core.constants import CLASS_NAMES
 from handseg.core.io import atomic_write
 
 _DATASET_KEYS = ("GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore")
@@ -280,7 +281,7 @@ class SegmentationMetrics:
             class is called "hand") gives the per-image ``hand_iou``.
     """
 
-    def __init__(self, class_names: Sequence[str] = ("background", "hand")) -> None:
+    def __init__(self, class_names: Sequence[str] = CLASS_NAMES) -> None:
         self.class_names = tuple(class_names)
         if len(self.class_names) < 2:
             raise ValueError("need at least two classes")
