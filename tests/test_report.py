@@ -20,12 +20,15 @@ from handseg.train.run import train
 
 
 class _Links(HTMLParser):
-    """Every src= and href= value of a page."""
+    """Every src= and href= value of a page; also its ids, text and attribute values
+    (entities decoded)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.links: list[str] = []
         self.ids: set[str] = set()
+        self.text = ""
+        self.attr_values: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         for k, v in attrs:
@@ -33,6 +36,11 @@ class _Links(HTMLParser):
                 self.links.append(v)
             if k == "id" and v:
                 self.ids.add(v)
+            if v is not None:
+                self.attr_values.append(v)
+
+    def handle_data(self, data):
+        self.text += data
 
 
 def _links(html_path: Path) -> _Links:
@@ -133,6 +141,11 @@ def test_embedded_report_is_one_file(run, tmp_path):
     images = [v for v in parsed.links if not v.startswith("#")]
     assert images and all(v.startswith("data:image/") for v in images)
     assert _local_files(page) == []
+    # the style sheet is inlined from its file, and no template syntax is left over
+    text = page.read_text(encoding="utf-8")
+    style = text[text.index("<style>") : text.index("</style>")]
+    assert ".tile" in style and ".gallery" in style
+    assert "{{" not in text and "{%" not in text
 
 
 def test_report_of_a_run_without_test_evaluation_says_what_is_missing(run, tmp_path):
@@ -173,8 +186,12 @@ def test_file_names_are_escaped(run, tmp_path):
     split["images_dir"] = str(images)
     (r / "split.json").write_text(json.dumps(split))
     text = write_report(r, device="cpu").read_text(encoding="utf-8")
-    assert "a&lt;b&gt;&amp;&quot;x.png" in text
-    assert odd not in text
+    assert odd not in text and "<b>&" not in text
+    # a parser reads the escaped name back (whichever entity spelling the escaping chose),
+    # in the page's text and in attribute values (alt=)
+    parsed = _Links()
+    parsed.feed(text)
+    assert odd in parsed.text and any(odd in v for v in parsed.attr_values)
 
 
 def test_not_a_run_folder_is_refused(tmp_path, capsys):
