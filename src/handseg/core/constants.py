@@ -5,6 +5,10 @@ from __future__ import annotations
 IMAGE_EXTS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+DEFAULT_INPUT_SIZE: tuple[int, int] = (720, 960)
+"""(H, W) the network trains at unless told otherwise, and the input size a model card
+assumes when its file names none (one default for training, prediction, export and int8
+calibration)."""
 IGNORE_INDEX = 255
 """Mask value for undefined pixels (e.g. filled in by a translation); no loss, no metric."""
 CLASS_NAMES = ("background", "hand")

@@ -1,4 +1,15 @@
-"""Device and precision, chosen in one place and passed in."""
+"""Device and precision, chosen in one place and passed in.
+
+Training and prediction share one ``--precision`` vocabulary (:data:`PRECISIONS`); older
+spellings are kept as aliases (:data:`PRECISION_ALIASES`: ``32`` and ``32-true`` mean
+``fp32``, ``bf16-mixed`` means ``bf16``, ``16`` and ``16-mixed`` mean ``fp16``).
+
+- :func:`resolve_device` turns ``--device`` into a torch device string;
+  :func:`accelerator` into Lightning's accelerator name;
+- :func:`training_precision` picks Lightning's precision for a training run;
+- :func:`inference_path` picks the (runtime, precision) a trained network runs at;
+- :func:`bf16_support` and :func:`int8_support` say whether this machine can serve them.
+"""
 
 from __future__ import annotations
 
@@ -9,48 +20,89 @@ from pathlib import Path
 
 import torch
 
+from handseg.core.errors import HandsegError
+
+__all__ = [
+    "DEVICES",
+    "INFERENCE_PRECISIONS",
+    "PRECISIONS",
+    "PRECISION_ALIASES",
+    "PRECISION_SPELLINGS",
+    "RUNTIMES",
+    "TRAIN_PRECISIONS",
+    "accelerator",
+    "bf16_support",
+    "canonical_precision",
+    "cpu_flags",
+    "inference_path",
+    "int8_status",
+    "int8_support",
+    "resolve_device",
+    "training_precision",
+]
+
 log = logging.getLogger(__name__)
 
+DEVICES = ("auto", "cpu", "gpu", "cuda", "mps")
+"""``--device``: ``auto`` is the first CUDA GPU where there is one, else the CPU; ``gpu``
+means ``cuda``; ``cuda:1`` style indices are accepted too."""
+RUNTIMES = ("auto", "torch", "onnx")
+"""``--runtime`` of prediction: eager PyTorch or onnxruntime."""
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+"""The one ``--precision`` vocabulary. Training takes :data:`TRAIN_PRECISIONS` (bf16 and
+fp16 as mixed precision), prediction :data:`INFERENCE_PRECISIONS`."""
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "int8")
+PRECISION_ALIASES = {
+    "32": "fp32",
+    "32-true": "fp32",
+    "float32": "fp32",
+    "bf16-mixed": "bf16",
+    "16": "fp16",
+    "16-mixed": "fp16",
+}
+"""Older spellings (Lightning's, from ``handseg train --precision``) -> the vocabulary."""
+PRECISION_SPELLINGS = PRECISIONS + tuple(PRECISION_ALIASES)
+"""Every accepted ``--precision`` value (for argparse ``choices``)."""
+_LIGHTNING_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
+# CPU inference paths, fastest first among those that keep the hand IoU (inference_path):
+# ``auto`` takes the first one that the request and the machine allow
+_PREFERENCE: tuple[tuple[str, str], ...] = (
+    ("onnx", "int8"),
+    ("torch", "bf16"),
+    ("onnx", "fp32"),
+    ("torch", "fp32"),
+)
 
-@functools.cache
-def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16), where
-    oneDNN runs bf16 convolutions at about twice the fp32 speed. Without it bf16 is emulated
-    and slower than fp32."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+# --- devices ------------------------------------------------------------------------------
+def resolve_device(device: str | None) -> str:
+    """``--device`` -> a torch device string: ``auto`` (or None) is ``cuda`` where a CUDA GPU
+    is available, else ``cpu``; ``gpu`` is ``cuda``. A CUDA device on a machine without one
+    raises :class:`HandsegError`."""
+    if device in ("auto", None):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(device)
+    if device == "gpu":
+        device = "cuda"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HandsegError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    return device
 
 
 def accelerator(device: str) -> str:
-    """handseg's --device -> Lightning's accelerator name."""
+    """handseg's ``--device`` -> Lightning's accelerator name."""
     return {"auto": "auto", "cpu": "cpu", "gpu": "gpu", "cuda": "gpu", "mps": "mps"}.get(
         device, device
     )
 
 
-def training_precision(device: str, precision: str) -> str:
-    """``auto``: bf16 mixed precision on GPUs that have it (else fp16 mixed) and on CPUs with
-    native bf16; full fp32 elsewhere."""
-    if precision != "auto":
-        return {"32": "32-true", "fp32": "32-true", "bf16": "bf16-mixed"}.get(precision, precision)
-    acc = accelerator(device)
-    if acc in ("gpu", "auto") and torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if acc in ("cpu", "auto") and cpu_supports_bf16():
-        return "bf16-mixed"
-    return "32-true"
-
-
+# --- what this machine supports ------------------------------------------------------------
 @functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text(errors="ignore")
     except OSError:
         return frozenset()
     for line in text.splitlines():
@@ -59,12 +111,19 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def bf16_support() -> tuple[bool, str]:
-    """(supported, reason): can PyTorch run bf16 convolutions natively on this CPU?"""
+def bf16_support(device: str = "cpu") -> tuple[bool, str]:
+    """(supported, reason): can PyTorch run bf16 convolutions natively on ``device``?
+
+    On the CPU that needs oneDNN and native bf16 (AVX512-BF16 or AMX-BF16), where bf16
+    convolutions run at about twice the fp32 speed; elsewhere bf16 is emulated and slower
+    than fp32."""
+    if torch.device(device).type == "cuda":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return True, "the GPU supports bf16"
+        return False, "the GPU has no bf16 support"
     if not torch.backends.mkldnn.is_available():
         return False, "PyTorch was built without oneDNN (mkldnn)"
-    flags = cpu_flags()
-    native = {"avx512_bf16", "amx_bf16"} & flags
+    native = {"avx512_bf16", "amx_bf16"} & cpu_flags()
     if not native:
         return False, "the CPU has no native bf16 (avx512_bf16 or amx_bf16 in /proc/cpuinfo)"
     return True, f"CPU flags {', '.join(sorted(native))}"
@@ -73,7 +132,7 @@ def bf16_support() -> tuple[bool, str]:
 def int8_support() -> tuple[bool, str]:
     """(supported, reason): can onnxruntime quantise and run int8 convolutions here?"""
     try:
-        import onnxruntime.quantization  # noqa: F401
+        import onnxruntime.quantization  # noqa: F401  (heavy, optional at run time)
     except ImportError as exc:
         return False, f"onnxruntime.quantization is not importable ({exc})"
     machine = platform.machine().lower()
@@ -84,3 +143,140 @@ def int8_support() -> tuple[bool, str]:
     elif machine not in ("arm64", "aarch64"):
         return False, f"no int8 kernels for {machine}"
     return True, "onnxruntime int8 (QDQ)"
+
+
+def int8_status(onnx_file: str | None = None, calibrated: bool = True) -> tuple[bool, str]:
+    """(possible, reason): can a network run in int8 here? An ONNX file that is already
+    int8 (``onnx_file="int8"``) always can; anything else needs onnxruntime's int8 kernels
+    (:func:`int8_support`) and calibration images to quantise with."""
+    if onnx_file == "int8":
+        return True, "the ONNX file is quantised to int8"
+    ok, why = int8_support()
+    if ok and not calibrated:
+        return False, (
+            "int8 needs calibration images and none were given (pass calibration=..., "
+            "e.g. the model's training images)"
+        )
+    return ok, why
+
+
+# --- precision -----------------------------------------------------------------------------
+def canonical_precision(text: str, allowed: tuple[str, ...] = PRECISIONS) -> str:
+    """A ``--precision`` value (any spelling of :data:`PRECISION_SPELLINGS`) -> its name in
+    :data:`PRECISIONS`; one that is not in ``allowed`` raises :class:`HandsegError`."""
+    key = str(text).strip().lower()
+    name = PRECISION_ALIASES.get(key, key)
+    if name not in allowed:
+        raise HandsegError(f"--precision {text}: choose one of {', '.join(allowed)}")
+    return name
+
+
+def training_precision(device: str, precision: str) -> str:
+    """``--precision`` of a training run -> Lightning's precision string.
+
+    ``auto``: bf16 mixed precision on GPUs that have it (else fp16 mixed) and on CPUs with
+    native bf16; full fp32 elsewhere. ``bf16`` and ``fp16`` train in mixed precision."""
+    name = canonical_precision(precision, TRAIN_PRECISIONS)
+    if name != "auto":
+        return _LIGHTNING_PRECISION[name]
+    acc = accelerator(device)
+    if acc in ("gpu", "auto") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if acc in ("cpu", "auto") and bf16_support("cpu")[0]:
+        return "bf16-mixed"
+    return "32-true"
+
+
+def inference_path(
+    runtime: str = "auto",
+    precision: str = "auto",
+    *,
+    device: str = "cpu",
+    onnx_file: str | None = None,
+    calibrated: bool = True,
+) -> tuple[str, str]:
+    """The (runtime, precision) a trained network runs at, fallbacks applied.
+
+    ``onnx_file``: None for PyTorch weights, else the ONNX file's precision (``fp32`` or
+    ``int8``; an int8 file always runs int8). ``calibrated``: calibration images are at
+    hand to quantise a network that is not int8 yet.
+
+    ``auto`` takes the fastest path whose hand IoU on the arsl-bg11 test split stays within
+    0.005 of fp32 eager PyTorch, measured with ``benchmarks/inference_speed.py`` (batch 1,
+    2 threads, 2-core AMD EPYC with avx512_bf16 and avx512_vnni; the scratch model trained at
+    384 x 512, 6 test images; paths timed round-robin under load, so absolute times are
+    inflated, the order is what counts)::
+
+        path         ms/img @384x512   x smp baseline   hand IoU   vs fp32
+        torch fp32   815               0.88             0.9553     +0.0000
+        torch bf16   474               1.51             0.9553     +0.0000
+        onnx fp32    654               1.10             0.9553     +0.0000
+        onnx int8    254               2.83             0.9554     +0.0001
+
+    that is the first of onnx int8, torch bf16, onnx fp32, torch fp32 that the request and
+    the machine allow (int8 only with calibration images: without them ``auto`` takes the
+    next path and says so at INFO level). On a GPU ``auto`` is torch fp32. An explicit
+    bf16 or int8 request this machine cannot serve runs fp32 with a one-line warning; an
+    impossible combination (e.g. int8 on PyTorch) raises :class:`HandsegError`.
+    """
+    if runtime not in RUNTIMES:
+        raise HandsegError(f"--runtime {runtime}: choose one of {', '.join(RUNTIMES)}")
+    precision = canonical_precision(precision, INFERENCE_PRECISIONS)
+    support = {
+        "fp32": (True, ""),
+        "bf16": bf16_support(device),
+        "int8": int8_status(onnx_file, calibrated),
+    }
+    rt, pr = _requested_path(runtime, precision, device, onnx_file is not None, support)
+    if precision == "auto" and pr != "int8" and not calibrated and int8_support()[0]:
+        support_if_calibrated = support | {"int8": int8_status(onnx_file, True)}
+        if _requested_path(runtime, precision, device, onnx_file is not None,
+                           support_if_calibrated) == ("onnx", "int8"):  # fmt: skip
+            log.info("no int8 calibration images were given: running %s %s", rt, pr)
+    if onnx_file == "int8" and pr != "int8":
+        if precision == "fp32":
+            log.warning("the ONNX file is quantised to int8: running it as int8")
+        pr = "int8"
+    if pr in ("bf16", "int8") and not support[pr][0]:
+        log.warning("%s is not supported here (%s): running fp32 instead", pr, support[pr][1])
+        pr = "fp32"
+    return rt, pr
+
+
+def _requested_path(
+    runtime: str,
+    precision: str,
+    device: str,
+    onnx_only: bool,
+    support: dict[str, tuple[bool, str]],
+) -> tuple[str, str]:
+    """(runtime, precision) for a request, before the fallbacks of explicit requests:
+    ``auto`` takes the first supported path of ``_PREFERENCE`` that the other argument
+    allows; an explicit precision implies its runtime (bf16 -> torch, int8 -> onnx)."""
+    if torch.device(device).type != "cpu":
+        if runtime == "onnx" or onnx_only:
+            raise HandsegError(
+                f"--runtime onnx runs on the CPU only, not on {device}; use --device cpu "
+                "(or a model.pt with --runtime torch)"
+            )
+        if precision == "int8":
+            raise HandsegError("--precision int8 runs on the CPU only; use --device cpu")
+        return "torch", "fp32" if precision == "auto" else precision
+    if onnx_only and runtime == "torch":
+        raise HandsegError(
+            "--runtime torch needs the PyTorch weights, an ONNX file has none: pass the "
+            "model.pt or use --runtime onnx"
+        )
+    if runtime == "torch" and precision == "int8":
+        raise HandsegError("--precision int8 runs on onnxruntime: use --runtime onnx or auto")
+    if (runtime == "onnx" or onnx_only) and precision == "bf16":
+        raise HandsegError("--precision bf16 runs on PyTorch: use --runtime torch or auto")
+    candidates = [
+        (rt, pr)
+        for rt, pr in _PREFERENCE
+        if runtime in ("auto", rt)
+        and precision in ("auto", pr)
+        and not (onnx_only and rt == "torch")
+        and (precision != "auto" or support[pr][0])  # explicit requests fall back later
+    ]
+    return candidates[0]

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from handseg.core.constants import IMAGE_EXTS
+from handseg.core.constants import IMAGE_EXTS, IMAGENET_MEAN, IMAGENET_STD
 from handseg.core.errors import HandsegError
 
 _EXIF_ORIENTATION = 0x0112
@@ -431,3 +431,20 @@ def fit_mask_to_image(
     image_hw = (int(image_hw[0]), int(image_hw[1]))
     check_aspect(mask.shape[:2], image_hw, name)
     return resize_mask(mask, image_hw)
+
+
+def normalize(
+    image: np.ndarray,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """The network's input: (H, W, 3) uint8 RGB -> (3, H, W) float32, ``(x / 255 - mean) /
+    std`` per channel. The one normalisation of handseg: training, prediction and int8
+    calibration all call it, with the mean and std stored in the model card.
+
+    Computed as ``(x - 255 mean) * (1 / (255 std))``: two float32 operations per value.
+    """
+    offset = np.asarray(mean, np.float32) * 255.0
+    inv_std = 1.0 / (np.asarray(std, np.float32) * 255.0)
+    x = (np.asarray(image, np.float32) - offset) * inv_std  # (H, W, 3), a fresh array
+    return np.ascontiguousarray(x.transpose(2, 0, 1))  # (3, H, W)
