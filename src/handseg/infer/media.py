@@ -1,15 +1,24 @@
-"""infer.media."""
+"""Prediction on files: images, folders, globs and videos (the ``handseg predict`` command).
+
+:func:`expand_inputs` turns files, folders and globs into a list of paths,
+:func:`predict_paths` writes a mask and an overlay per image, :func:`predict_video` writes
+an overlay video from any ``cv2.VideoCapture`` source (a file or a camera index), and
+:func:`predict_inputs` does all three for a command line's inputs.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from handseg.core.constants import IMAGE_EXTS, VIDEO_EXTS
 from handseg.core.errors import HandsegError
@@ -17,6 +26,9 @@ from handseg.core.imaging import natural_key, read_image
 from handseg.core.io import atomic_save_image
 from handseg.core.viz import overlay, save_mask_png
 from handseg.infer.predictor import Predictor
+
+__all__ = ["expand_inputs", "has_glob", "is_video", "predict_inputs", "predict_paths",
+           "predict_video"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -159,9 +171,6 @@ def predict_paths(
         "overlay": Path | None, "size": (H, W), "hand_fraction": float}`` for successes,
         ``{"input": Path, "ok": False, "error": str}`` for failures.
     """
-    from tqdm.auto import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = _Names()
@@ -237,86 +246,25 @@ def predict_video(
         HandsegError: the source cannot be opened or yields no frame, or the output
         cannot be written.
     """
-    import cv2
-    from tqdm.auto import tqdm
-
     name = f"camera {source}" if isinstance(source, int) else str(source)
-    if not isinstance(source, int) and not Path(source).is_file():
-        raise HandsegError(f"video {source} does not exist; check the path")
-    cap = cv2.VideoCapture(source if isinstance(source, int) else str(source))
-    if not cap.isOpened():
-        if isinstance(source, int):
-            raise HandsegError(
-                f"cannot open camera {source}: no such camera, or it is in use by another "
-                "program (try another index, e.g. --camera 1)"
-            )
-        raise HandsegError(
-            f"cannot open {name} with OpenCV: the file is corrupt, not a video, or uses a "
-            "codec this OpenCV build cannot decode; convert it to MP4 (H.264) and retry"
-        )
-    src_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-    fps = src_fps if 0 < src_fps < 1000 else 30.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    if max_frames is not None:
-        total = min(total, max_frames) if total > 0 else max_frames
+    cap = _open_capture(source, name)
+    fps, total = _frame_rate(cap), _frame_count(cap, max_frames)
     frames: deque[np.ndarray] = deque()  # RGB frames awaiting their mask
-    stop = False
-
-    def read() -> Iterator[np.ndarray]:
-        n = 0
-        while not stop and (max_frames is None or n < max_frames):
-            ok, bgr = cap.read()
-            if not ok:
-                return
-            n += 1
-            rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            frames.append(rgb)
-            yield rgb
-
-    writer = None
+    sink = _VideoSink(out_path, fps, show)
     written = 0
-    size: tuple[int, int] | None = None
     start = time.perf_counter()
     try:
-        with tqdm(
-            total=total or None, desc=Path(name).name, unit="frame", disable=not progress
-        ) as bar:
-            for mask in predictor.predict_many(read(), batch_size=batch_size):
+        bar = tqdm(total=total or None, desc=Path(name).name, unit="frame", disable=not progress)
+        with bar:
+            reader = _read_frames(cap, frames, max_frames, stop=lambda: sink.stopped)
+            for mask in predictor.predict_many(reader, batch_size=batch_size):
                 frame = frames.popleft()
-                bgr = cv2.cvtColor(overlay(frame, mask), cv2.COLOR_RGB2BGR)
-                if size is None:
-                    size = frame.shape[:2]
-                    if out_path is not None:
-                        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-                        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-                        writer = cv2.VideoWriter(str(out_path), fourcc, fps, (size[1], size[0]))
-                        if not writer.isOpened():
-                            raise HandsegError(
-                                f"cannot write video {out_path}: OpenCV has no mp4v encoder or "
-                                "the folder is not writable"
-                            )
-                if writer is not None:
-                    writer.write(bgr)
-                if show:
-                    try:
-                        cv2.imshow("handseg (q to stop)", bgr)
-                        key = cv2.waitKey(1) & 0xFF
-                    except cv2.error:
-                        raise HandsegError(
-                            "this OpenCV build cannot open windows (opencv-python-headless); "
-                            "drop --show and open the written video, or pip install "
-                            "opencv-python"
-                        ) from None
-                    if key in (ord("q"), 27):
-                        stop = True
+                sink.put(cv2.cvtColor(overlay(frame, mask), cv2.COLOR_RGB2BGR))
                 written += 1
                 bar.update(1)
     finally:
         cap.release()
-        if writer is not None:
-            writer.release()
-        if show:
-            cv2.destroyAllWindows()
+        sink.close()
     elapsed = time.perf_counter() - start
     if written == 0:
         raise HandsegError(f"could not read any frame from {name}; check the file or camera")
@@ -326,8 +274,112 @@ def predict_video(
         "frames": written,
         "fps": written / elapsed if elapsed > 0 else float("inf"),
         "source_fps": fps,
-        "size": size,
+        "size": sink.size,
     }
+
+
+def _open_capture(source: str | Path | int, name: str) -> cv2.VideoCapture:
+    """An opened ``cv2.VideoCapture`` on a file or camera index; HandsegError otherwise."""
+    if not isinstance(source, int) and not Path(source).is_file():
+        raise HandsegError(f"video {source} does not exist; check the path")
+    cap = cv2.VideoCapture(source if isinstance(source, int) else str(source))
+    if cap.isOpened():
+        return cap
+    if isinstance(source, int):
+        raise HandsegError(
+            f"cannot open camera {source}: no such camera, or it is in use by another "
+            "program (try another index, e.g. --camera 1)"
+        )
+    raise HandsegError(
+        f"cannot open {name} with OpenCV: the file is corrupt, not a video, or uses a "
+        "codec this OpenCV build cannot decode; convert it to MP4 (H.264) and retry"
+    )
+
+
+def _frame_rate(cap: cv2.VideoCapture) -> float:
+    """The source's frame rate, 30 fps where it does not say (or says nonsense)."""
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    return fps if 0 < fps < 1000 else 30.0
+
+
+def _frame_count(cap: cv2.VideoCapture, max_frames: int | None) -> int:
+    """Frames to expect (0: unknown, e.g. a camera), capped at ``max_frames``."""
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    if max_frames is not None:
+        total = min(total, max_frames) if total > 0 else max_frames
+    return total
+
+
+def _read_frames(
+    cap: cv2.VideoCapture,
+    frames: deque[np.ndarray],
+    max_frames: int | None,
+    stop: Callable[[], bool],
+) -> Iterator[np.ndarray]:
+    """RGB frames until the source ends, ``max_frames`` are read or ``stop()``; each is
+    also appended to ``frames`` (the caller pops it when its mask comes out)."""
+    n = 0
+    while not stop() and (max_frames is None or n < max_frames):
+        ok, bgr = cap.read()
+        if not ok:
+            return
+        n += 1
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        frames.append(rgb)
+        yield rgb
+
+
+class _VideoSink:
+    """Where overlaid frames go: an MP4 file (opened at the first frame's size) and/or a
+    window (``q`` or Esc sets :attr:`stopped`)."""
+
+    WINDOW = "handseg (q to stop)"
+
+    def __init__(self, out_path: str | Path | None, fps: float, show: bool) -> None:
+        self.out_path, self.fps, self.show = out_path, fps, show
+        self.writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None  # (H, W) of the first frame
+        self.stopped = False
+
+    def put(self, bgr: np.ndarray) -> None:
+        if self.size is None:
+            self.size = bgr.shape[:2]
+            self._open_writer()
+        if self.writer is not None:
+            self.writer.write(bgr)
+        if self.show:
+            self._display(bgr)
+
+    def _open_writer(self) -> None:
+        if self.out_path is None:
+            return
+        Path(self.out_path).parent.mkdir(parents=True, exist_ok=True)
+        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+        h, w = self.size
+        self.writer = cv2.VideoWriter(str(self.out_path), fourcc, self.fps, (w, h))
+        if not self.writer.isOpened():
+            raise HandsegError(
+                f"cannot write video {self.out_path}: OpenCV has no mp4v encoder or the "
+                "folder is not writable"
+            )
+
+    def _display(self, bgr: np.ndarray) -> None:
+        try:
+            cv2.imshow(self.WINDOW, bgr)
+            key = cv2.waitKey(1) & 0xFF
+        except cv2.error:
+            raise HandsegError(
+                "this OpenCV build cannot open windows (opencv-python-headless); drop --show "
+                "and open the written video, or pip install opencv-python"
+            ) from None
+        if key in (ord("q"), 27):
+            self.stopped = True
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if self.show:
+            cv2.destroyAllWindows()
 
 
 def predict_inputs(
