@@ -45,9 +45,10 @@ from handseg.data.pairs import find_pairs
 from handseg.data.split import make_split
 from handseg.eval.baseline import skin_baseline
 from handseg.eval.metrics import SegmentationMetrics
-from handseg.infer.detect import HandDetector, grabcut_refine, landmark_mask
+from handseg.infer.detect import DETECTOR_MODES, HandDetector
 from handseg.infer.pipeline import box_region
 from handseg.infer.predictor import load_model
+from handseg.infer.refine import color_refine, grabcut_refine, landmark_mask
 from handseg.train.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,12 +72,14 @@ def load_sets(
     }
 
 
-def detect_all(sets, detector: HandDetector) -> tuple[dict[str, list], float]:
+def detect_all(
+    sets, detector: HandDetector, mode: str = "accurate"
+) -> tuple[dict[str, list], float]:
     """Hands per photo for every set, and the mean detector ms per hands-wild photo."""
     hands, ms = {}, 0.0
     for name, items in sets.items():
         t0 = time.perf_counter()
-        hands[name] = [detector(rgb) for _, rgb, _ in items]
+        hands[name] = [detector(rgb, **DETECTOR_MODES[mode]) for _, rgb, _ in items]
         if name == "wild":
             ms = 1000 * (time.perf_counter() - t0) / len(items)
     return hands, ms
@@ -136,6 +139,7 @@ def peer_methods() -> dict[str, tuple[Method, bool]]:
         ),
         "detector landmarks drawn as a mask": (lambda rgb, h: landmark_mask(rgb.shape, h), True),
         "detector + GrabCut from landmarks": (lambda rgb, h: grabcut_refine(rgb, h), True),
+        "detector + colour model from landmarks": (lambda rgb, h: color_refine(rgb, h), True),
     }
 
 
@@ -218,6 +222,9 @@ def main() -> None:
         help="score only the first N hand-free photos",
     )
     ap.add_argument("--threads", type=int, default=2, help="detector threads")
+    ap.add_argument(
+        "--mode", choices=sorted(DETECTOR_MODES), default="accurate", help="detector settings"
+    )
     ap.add_argument("--out", default="bench-output/wild")
     args = ap.parse_args()
     out = Path(args.out)
@@ -228,9 +235,11 @@ def main() -> None:
         path, secs = train_preset(preset, out / f"run-{tag}", args.train_backgrounds, args.epochs)
         models.append((f"--preset {tag}", path, secs))
     sets = load_sets(args.backgrounds_limit)
-    hands, detect_ms = detect_all(sets, HandDetector(num_threads=args.threads))
+    hands, detect_ms = detect_all(sets, HandDetector(num_threads=args.threads), args.mode)
     found = {k: sum(bool(h) for h in v) for k, v in hands.items()}
-    print(f"detector: hands found in {found} photos; {detect_ms:.1f} ms/photo on hands-wild")
+    print(
+        f"detector ({args.mode}): hands found in {found} photos; {detect_ms:.1f} ms/photo on hands-wild"
+    )
     methods = {} if args.no_peers else peer_methods()
     train_s = {}
     for label, path, secs in models:

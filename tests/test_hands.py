@@ -11,9 +11,10 @@ import pytest
 
 from handseg.core.errors import HandsegError
 from handseg.infer import detect
-from handseg.infer.detect import Hand, landmark_mask
+from handseg.infer.detect import Hand
 from handseg.infer.hand_models import find_hand_models
 from handseg.infer.pipeline import HandPipeline, box_region, split_instances
+from handseg.infer.refine import landmark_mask
 
 
 def _hand(cx: float, cy: float, scale: float = 20.0, label: str = "right") -> Hand:
@@ -39,7 +40,7 @@ class FakeDetector:
     def __init__(self, hands: list[Hand]) -> None:
         self.found = hands
 
-    def __call__(self, rgb, max_hands=2, min_score=0.5):
+    def __call__(self, rgb, max_hands=2, **options):
         return self.found[:max_hands]
 
 

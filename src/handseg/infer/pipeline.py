@@ -7,9 +7,10 @@ mask, never a guess.
 Refiners (``refine``):
 
 - ``landmarks``: the 21 landmarks drawn as a mask (padded palm hull + thick finger bones);
+- ``color``: a colour model of this photo sampled at the landmarks (hand) and the crop's
+  edge (background), kept near the landmarks; ~3 ms a frame;
 - ``grabcut``: GrabCut seeded by the landmarks (bones = sure hand, outside the enlarged
-  box = sure background); the best measured (BENCHMARKS.md, "Hands in photos from
-  anywhere");
+  box = sure background); slower;
 - ``network``: a trained whole-image handseg network, kept only inside the detected
   hands' enlarged boxes.
 
@@ -26,12 +27,13 @@ import cv2
 import numpy as np
 
 from handseg.core.errors import HandsegError
-from handseg.infer.detect import Hand, HandDetector, grabcut_refine, hand_size, landmark_mask
+from handseg.infer.detect import DETECTOR_MODES, Hand, HandDetector
+from handseg.infer.refine import color_refine, grabcut_refine, hand_size, landmark_mask
 
 __all__ = ["DETECTORS", "REFINERS", "HandPipeline", "HandResult", "box_region", "split_instances"]
 
 DETECTORS = ("none", "mediapipe")
-REFINERS = ("grabcut", "landmarks", "network")
+REFINERS = ("color", "grabcut", "landmarks", "network")
 BOX_MARGIN = 0.25
 """Margin around a hand's landmark box, in palm lengths, inside which a network may paint."""
 
@@ -94,9 +96,8 @@ class HandPipeline:
     def __init__(
         self,
         *,
-        refine: str = "grabcut",
-        max_hands: int = 2,
-        min_score: float = 0.5,
+        refine: str = "color",
+        mode: str = "accurate",
         network: Callable[[np.ndarray], np.ndarray] | None = None,
         detector: HandDetector | None = None,
         threads: int | None = None,
@@ -105,12 +106,16 @@ class HandPipeline:
             raise HandsegError(f"unknown refiner {refine!r}; choose from {', '.join(REFINERS)}")
         if refine == "network" and network is None:
             raise HandsegError("refine 'network' needs a trained model (--model)")
-        self.refine, self.max_hands, self.min_score = refine, max_hands, min_score
+        if mode not in DETECTOR_MODES:
+            raise HandsegError(
+                f"unknown detector mode {mode!r}; choose from {', '.join(DETECTOR_MODES)}"
+            )
+        self.refine, self.mode = refine, mode
         self.network = network
         self.detector = detector or HandDetector(num_threads=threads)
 
     def hands(self, rgb: np.ndarray) -> list[Hand]:
-        return self.detector(rgb, max_hands=self.max_hands, min_score=self.min_score)
+        return self.detector(rgb, **DETECTOR_MODES[self.mode])
 
     def __call__(self, rgb: np.ndarray) -> HandResult:
         hands = self.hands(rgb)
@@ -119,6 +124,8 @@ class HandPipeline:
             return HandResult(np.zeros((h, w), np.uint8), [], [])
         if self.refine == "landmarks":
             mask = landmark_mask((h, w), hands) > 0
+        elif self.refine == "color":
+            mask = color_refine(rgb, hands) > 0
         elif self.refine == "grabcut":
             mask = grabcut_refine(rgb, hands) > 0
         else:

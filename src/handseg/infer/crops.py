@@ -1,0 +1,92 @@
+"""Canonical hand crops: every hand looks alike to the crop segmenter.
+
+A hand that fills the frame and one that covers 2 % of it, upright or lying sideways,
+become the same ``size`` x ``size`` crop: centred on its landmarks, scaled so that the
+landmarks' extent fills ``1 / (1 + 2 * margin)`` of the side, and rotated so that the wrist
+-> middle-finger knuckle axis points up (as MediaPipe's own landmark stage does).
+:func:`crop_transform` gives the 2 x 3 affine map image -> crop; :func:`warp_crop` cuts a
+crop with it and :func:`paste_back` maps crop-sized masks back to the photo with the
+inverse map, so a mask lands exactly where its crop came from. :func:`prior` draws the
+landmarks in crop coordinates: the extra input channel that tells the network where the
+detector saw the hand.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from handseg.infer.detect import Hand
+from handseg.infer.refine import landmark_mask
+
+__all__ = ["CROP_MARGIN", "CROP_SIZE", "crop_transform", "paste_back", "prior", "warp_crop"]
+
+CROP_SIZE = 128
+CROP_MARGIN = 0.3
+"""Free border around the landmarks' extent, as a share of that extent, on each side."""
+
+
+def crop_transform(
+    landmarks: np.ndarray,
+    size: int = CROP_SIZE,
+    margin: float = CROP_MARGIN,
+    *,
+    jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+) -> np.ndarray:
+    """(2, 3) float64 affine map from photo pixels to crop pixels.
+
+    ``jitter`` = (x shift, y shift as shares of the side, log-scale factor, rotation in
+    radians) moves the canonical crop (training draws them; inference uses zeros).
+    """
+    xy = landmarks[:, :2].astype(np.float64)
+    up = xy[9] - xy[0]  # wrist -> middle MCP
+    angle = math.atan2(up[0], -up[1]) + jitter[3]  # 0 when the fingers point up
+    c, s = math.cos(angle), math.sin(angle)
+    rot = np.array([[c, s], [-s, c]])  # turns the hand axis onto "up" (image y down)
+    local = (xy - xy.mean(0)) @ rot.T
+    lo, hi = local.min(0), local.max(0)
+    extent = max(float((hi - lo).max()), 1.0)
+    centre = xy.mean(0) + ((lo + hi) / 2) @ rot  # the extent's centre, in the photo
+    scale = size / (extent * (1 + 2 * margin) * math.exp(jitter[2]))
+    m = np.zeros((2, 3))
+    m[:, :2] = scale * rot
+    m[:, 2] = size / 2 - m[:, :2] @ centre + size * np.array(jitter[:2])
+    return m
+
+
+def warp_crop(
+    image: np.ndarray, m: np.ndarray, size: int = CROP_SIZE, *, nearest: bool = False
+) -> np.ndarray:
+    """Cut the ``size`` x ``size`` crop of ``image`` (H, W[, C]) under map ``m``.
+
+    Outside the photo: replicated border for images, 0 for masks (``nearest=True``)."""
+    return cv2.warpAffine(
+        image,
+        m,
+        (size, size),
+        flags=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT if nearest else cv2.BORDER_REPLICATE,
+    )
+
+
+def paste_back(crop_prob: np.ndarray, m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Map a (size, size) float map back onto an (H, W) photo; 0 outside the crop."""
+    h, w = shape
+    return cv2.warpAffine(
+        crop_prob.astype(np.float32),
+        m,
+        (w, h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
+
+
+def prior(hand: Hand, m: np.ndarray, size: int = CROP_SIZE) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: the hand's landmark mask in crop coordinates."""
+    lm = hand.landmarks.copy()
+    lm[:, :2] = lm[:, :2] @ m[:, :2].T + m[:, 2]
+    moved = Hand(lm, hand.box, hand.handedness, hand.handedness_score, hand.score, hand.presence)
+    return (landmark_mask((size, size), [moved]) > 0).astype(np.float32)
