@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from handseg.core.constants import CLASS_NAMES, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from handseg.core.constants import CLASS_NAMES, IGNORE_INDEX
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import (
     check_aspect,
+    normalize,
     parse_hand_value,
     read_image_full,
     read_mask,
@@ -142,9 +143,6 @@ class SegDataset(Dataset):
         image, mask = self.load_resized(i)
         if self.transform is not None:
             image, mask = self.transform(image, mask)
-        mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
-        inv_std = 1.0 / (np.asarray(IMAGENET_STD, np.float32) * 255.0)
-        x = (np.asarray(image, np.float32) - mean) * inv_std  # (H, W, 3), a fresh array
-        x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))  # (3, H, W)
+        x = torch.from_numpy(normalize(image))  # (3, H, W) float32, ImageNet mean/std
         y = torch.from_numpy(np.asarray(mask).astype(np.int64))  # (H, W), a fresh array
         return x, y
