@@ -13,7 +13,8 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,hands]'
+	$(BIN)/python -c 'from handseg.infer.hand_models import fetch_hand_models as f; f()'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -27,6 +28,7 @@ format: setup
 	$(BIN)/ruff check --fix src tests benchmarks
 
 test: lint
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 demo: setup
