@@ -46,9 +46,8 @@ def main() -> None:
     a = ap.parse_args()
     os.environ.setdefault("HANDSEG_CACHE_DIR", tempfile.mkdtemp(prefix="handseg-arch-"))
 
-    from handseg.model.network import HandSegNet, model_config
-
     from handseg.core.device import bf16_support
+    from handseg.model.network import HandSegNet, model_config
 
     torch.set_num_threads(a.threads)
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes]
@@ -69,9 +68,13 @@ def main() -> None:
 
 def _inference_ms(net, stride: int, ch: int, sizes, a, rng) -> list[float]:
     from handseg.infer.backends import make_backend
+    from handseg.model.card import ModelCard
+    from handseg.synth.hands import render_sample
 
-    meta = {"input_size": [384, 512], "variant": f"{stride}-{ch}"}
-    backend = make_backend(net, meta, "onnx", "int8", a.threads)
+    card = ModelCard(architecture=net.cfg, input_size=(384, 512))
+    hands = np.random.default_rng(0)
+    calibration = [render_sample(hands, (384, 512))[0] for _ in range(6)]
+    backend = make_backend(net, card, "onnx", "int8", a.threads, calibration=calibration)
     out = []
     for hw in sizes:
         x = rng.standard_normal((1, 3, *hw)).astype(np.float32)

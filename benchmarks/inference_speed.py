@@ -7,7 +7,8 @@ order so that other load on the machine affects them alike), for
 
 - the baseline a user would write: ``segmentation_models_pytorch.DeepLabV3Plus('resnet18',
   encoder_weights=None, classes=2)`` in fp32 eager mode (NCHW, ``torch.inference_mode``);
-- each handseg path (:mod:`handseg.runtime`): torch fp32 / bf16, onnx fp32 / int8, and the
+- each handseg path (:mod:`handseg.infer.backends`; int8 calibrated on the model's training
+  photos, else on synthetic hands): torch fp32 / bf16, onnx fp32 / int8, and the
   same at a lower working scale (``@0.5``: the network runs at half the height and width).
 
 With ``--model RUN/model.pt`` it also scores each path on the arsl-bg11 test split
@@ -61,28 +62,37 @@ def _baseline():
     return run
 
 
-def _model(path: str | None) -> tuple[torch.nn.Module, dict[str, Any]]:
+def _model(path: str | None):
+    """(network, model card): the trained model, else an untrained network at 384 x 512."""
     if path:
         from handseg.model.checkpoint import read_model_file
 
         return read_model_file(path)
+    from handseg.model.card import ModelCard
     from handseg.model.network import HandSegNet
 
     torch.manual_seed(0)
-    meta = {
-        "classes": ["background", "hand"],
-        "normalization": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-        "input_size": [384, 512],
-    }
-    return HandSegNet().eval(), meta
+    return HandSegNet().eval(), ModelCard(input_size=(384, 512))
 
 
-def _test_pairs(args, meta: dict[str, Any]):
+def _calibration(card) -> list:
+    """int8 calibration images: the model's training photos, else 6 synthetic hands."""
+    from handseg.data.split import training_images
+    from handseg.synth.hands import render_sample
+
+    found = training_images(card.train_config)
+    if found:
+        return found
+    rng = np.random.default_rng(0)
+    return [render_sample(rng, (384, 512))[0] for _ in range(6)]
+
+
+def _test_pairs(args, card):
     from handseg.data.pairs import find_pairs
     from handseg.data.split import load_split, make_split
 
     split = args.split
-    tc = meta.get("train_config") or {}
+    tc = card.train_config
     if split is None and tc.get("out") and (Path(tc["out"]) / "split.json").is_file():
         split = Path(tc["out"]) / "split.json"
     if split is not None:
@@ -117,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     sizes = [tuple(int(v) for v in s.lower().split("x")) for s in args.sizes]
-    model, meta = _model(args.model)
+    model, card = _model(args.model)
+    calibration = _calibration(card)
     load0 = os.getloadavg()[0]
     t_start = time.time()
 
@@ -130,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     fns = {"baseline smp DeepLabV3Plus fp32 eager": _baseline()}
     backends = {}
     for rt, pr, scale in PATHS:
-        b = make_backend(model, meta, rt, pr, args.threads, scale=scale)
+        b = make_backend(model, card, rt, pr, args.threads, scale=scale, calibration=calibration)
         label = _label(rt, pr, scale, b)
         if (rt, pr) != ("auto", "auto") and b.precision != pr:
             label += f" (fell back to {b.precision})"
@@ -162,13 +173,14 @@ def main(argv: list[str] | None = None) -> int:
         from handseg.eval.evaluate import evaluate_model
         from handseg.infer.predictor import Predictor
 
-        pairs, where = _test_pairs(args, meta)
-        hand = meta["classes"][1]
+        pairs, where = _test_pairs(args, card)
+        hand = card.classes[1]
         for row in rows[1:]:
             rt, pr, scale = backends[row["path"]]
             pred = Predictor(
-                model, meta, runtime=rt, precision=pr, threads=args.threads, scale=scale
-            )
+                model, card, runtime=rt, precision=pr, threads=args.threads, scale=scale,
+                calibration=calibration,
+            )  # fmt: skip
             res = evaluate_model(pred, pairs, progress=False)
             row["iou"] = float(res["classes"][hand]["IoU"])
             print(f"scored {row['path']}: hand IoU {row['iou']:.4f}", file=sys.stderr)
@@ -177,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             r["d_iou"] = r["iou"] - ref
         iou_note = (
             f"hand IoU on {len(pairs)} test images ({where}) at the model's input size "
-            f"{meta['input_size'][0]}x{meta['input_size'][1]} x scale; ΔIoU vs torch fp32"
+            f"{card.input_size[0]}x{card.input_size[1]} x scale; ΔIoU vs torch fp32"
         )
 
     base_ms = rows[0]["ms"]

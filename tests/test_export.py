@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -50,14 +51,21 @@ def test_export_writes_a_checked_self_describing_file(exported, model_file):
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     assert dims[1] == 3 and all(isinstance(d, str) and d for d in (dims[0], dims[2], dims[3]))
 
-    model, meta = read_onnx_file(out)
-    _, pt_meta = read_model_file(model_file)
+    model, card = read_onnx_file(out)
+    _, pt_card = read_model_file(model_file)
     assert isinstance(model, OnnxModel) and model.precision == "fp32"
-    assert meta["classes"] == pt_meta["classes"] == ["background", "hand"]
-    assert meta["normalization"] == pt_meta["normalization"]
-    assert meta["input_size"] == list(INPUT_SIZE)
+    assert card == pt_card  # the whole model card travels with the export
+    assert card.classes == ("background", "hand") and card.input_size == INPUT_SIZE
     props = {p.key: p.value for p in proto.metadata_props}
     assert props["handseg.version"] == handseg.__version__
+    # the file layout of earlier versions: the card in model.pt's layout, and three
+    # entries of it on their own for readers without handseg
+    stored = torch.load(model_file, map_location="cpu", weights_only=True)
+    stored.pop("state_dict")
+    assert json.loads(props["handseg.meta"]) == stored
+    assert json.loads(props["handseg.classes"]) == ["background", "hand"]
+    assert json.loads(props["handseg.normalization"]) == stored["normalization"]
+    assert json.loads(props["handseg.input_size"]) == list(INPUT_SIZE)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 101, 77), (1, 3, 33, 17), (1, 3, 64, 80)])
@@ -138,7 +146,7 @@ def test_cli_export_prints_the_parity_and_rejects_bad_names(model_file, tmp_path
     assert main(["export", "--model", str(model_file), "--out", str(out), "--checks", "1"]) == 0
     text = capsys.readouterr().out
     assert "max |logit difference|" in text and str(out) in text
-    assert read_onnx_file(out)[1]["input_size"] == list(INPUT_SIZE)
+    assert read_onnx_file(out)[1].input_size == INPUT_SIZE
     assert main(["export", "--model", str(model_file), "--out", str(tmp_path / "x.pt")]) == 2
     assert "error:" in capsys.readouterr().err
     assert main(["export", "--model", str(tmp_path / "none.pt"), "--out", str(out)]) == 2

@@ -325,9 +325,10 @@ def test_missing_model_file_names_the_path(tmp_path, capsys):
 
 
 def test_model_file_round_trip_keeps_preprocessing(model_file):
-    _, meta = read_model_file(model_file)
+    _, card = read_model_file(model_file)
     p = handseg.load_model(model_file)
-    assert p.input_size == INPUT_SIZE == tuple(meta["input_size"])
+    assert p.input_size == INPUT_SIZE == card.input_size
+    assert p.card == card
     assert p.classes == ("background", "hand")
     h, w = p.working_size(3000, 4000)  # the training area at the photo's aspect
     assert abs(w / h - 4000 / 3000) < 0.05 and abs(h * w / (64 * 80) - 1) < 0.05

@@ -11,19 +11,28 @@ import pytest
 import torch
 
 import handseg
+import handseg.core.device as dev
 import handseg.infer.backends as rt
+import handseg.infer.quantize as qz
 from handseg.app.cli import main
 from handseg.core.errors import HandsegError
+from handseg.data.split import training_images
 from handseg.infer.predictor import Predictor
-from handseg.model.checkpoint import read_model_file
+from handseg.model.card import ModelCard
+from handseg.model.checkpoint import read_model_file, save_model_file
+from handseg.model.network import HandSegNet
 from test_export import _photo  # the same synthetic photo
 
 INPUT_SIZE = (64, 80)
 PATHS = [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8"), ("auto", "auto")]
+# (H, W, 3) uint8 each: photos, and noise that spans the random test batches' range
+CALIBRATION = [_photo(48, 64, seed=i) for i in range(2)] + [
+    np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8) for i in range(2)
+]
 
 
 @pytest.fixture(scope="module")
-def net_meta(model_file):
+def net_card(model_file):
     return read_model_file(model_file)
 
 
@@ -33,8 +42,8 @@ def batch() -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def fp32_logits(net_meta, batch) -> np.ndarray:
-    net, _ = net_meta
+def fp32_logits(net_card, batch) -> np.ndarray:
+    net, _ = net_card
     with torch.inference_mode():
         return net(torch.from_numpy(batch)).numpy()
 
@@ -43,9 +52,10 @@ def fp32_logits(net_meta, batch) -> np.ndarray:
     ("runtime", "precision", "scale"),
     [(r, p, 1.0) for r, p in PATHS] + [("torch", "fp32", 0.5), ("onnx", "int8", 0.5)],
 )
-def test_every_path_gives_masks_of_the_input_size(net_meta, runtime, precision, scale):
-    net, meta = net_meta
-    p = Predictor(net, meta, runtime=runtime, precision=precision, threads=2, scale=scale)
+def test_every_path_gives_masks_of_the_input_size(net_card, runtime, precision, scale):
+    net, card = net_card
+    p = Predictor(net, card, runtime=runtime, precision=precision, threads=2, scale=scale,
+                  calibration=CALIBRATION)  # fmt: skip
     if runtime != "auto":
         assert p.backend.runtime == runtime
     for h, w in [(101, 77), (64, 80)]:
@@ -56,23 +66,23 @@ def test_every_path_gives_masks_of_the_input_size(net_meta, runtime, precision, 
     assert logits.shape == (2, 2, 50, 70) and logits.dtype == np.float32
 
 
-def test_fp32_paths_agree_with_eager_pytorch(net_meta, batch, fp32_logits):
-    net, meta = net_meta
+def test_fp32_paths_agree_with_eager_pytorch(net_card, batch, fp32_logits):
+    net, card = net_card
     for runtime in ("torch", "onnx"):
-        got = rt.make_backend(net, meta, runtime, "fp32")(batch)
+        got = rt.make_backend(net, card, runtime, "fp32")(batch)
         np.testing.assert_allclose(got, fp32_logits, atol=1e-4, rtol=1e-3, err_msg=runtime)
 
 
-def test_bf16_and_int8_really_run_in_lower_precision(net_meta, batch, fp32_logits):
-    net, meta = net_meta
+def test_bf16_and_int8_really_run_in_lower_precision(net_card, batch, fp32_logits):
+    net, card = net_card
     tol = 0.1 * np.abs(fp32_logits).max()
     for runtime, precision, supported in [
-        ("torch", "bf16", rt.bf16_support()[0]),
-        ("onnx", "int8", rt.int8_support()[0]),
+        ("torch", "bf16", dev.bf16_support()[0]),
+        ("onnx", "int8", dev.int8_support()[0]),
     ]:
         if not supported:
             continue
-        b = rt.make_backend(net, meta, runtime, precision)
+        b = rt.make_backend(net, card, runtime, precision, calibration=CALIBRATION)
         got = b(batch)
         assert b.precision == precision
         assert not np.array_equal(got, fp32_logits)  # not secretly fp32
@@ -80,54 +90,54 @@ def test_bf16_and_int8_really_run_in_lower_precision(net_meta, batch, fp32_logit
         assert np.corrcoef(got.ravel(), fp32_logits.ravel())[0, 1] > 0.95
 
 
-def test_bf16_falls_back_to_fp32_with_a_warning(net_meta, batch, monkeypatch, caplog):
-    net, meta = net_meta
-    monkeypatch.setattr(rt, "bf16_support", lambda: (False, "test CPU has no bf16"))
+def test_bf16_falls_back_to_fp32_with_a_warning(net_card, batch, monkeypatch, caplog):
+    net, card = net_card
+    monkeypatch.setattr(dev, "bf16_support", lambda *a: (False, "test CPU has no bf16"))
     with caplog.at_level(logging.WARNING, logger="handseg"):
-        b = rt.make_backend(net, meta, "torch", "bf16")
+        b = rt.make_backend(net, card, "torch", "bf16")
     msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(msgs) == 1 and "bf16" in msgs[0] and "fp32" in msgs[0]
     assert "test CPU has no bf16" in msgs[0]
     assert (b.runtime, b.precision) == ("torch", "fp32")
-    np.testing.assert_array_equal(b(batch), rt.make_backend(net, meta, "torch", "fp32")(batch))
+    np.testing.assert_array_equal(b(batch), rt.make_backend(net, card, "torch", "fp32")(batch))
 
 
-def test_int8_falls_back_to_fp32_with_a_warning(net_meta, batch, monkeypatch, caplog):
-    net, meta = net_meta
-    monkeypatch.setattr(rt, "int8_support", lambda: (False, "test runtime has no int8"))
+def test_int8_falls_back_to_fp32_with_a_warning(net_card, batch, monkeypatch, caplog):
+    net, card = net_card
+    monkeypatch.setattr(dev, "int8_support", lambda: (False, "test runtime has no int8"))
     with caplog.at_level(logging.WARNING, logger="handseg"):
-        b = rt.make_backend(net, meta, "onnx", "int8")
+        b = rt.make_backend(net, card, "onnx", "int8", calibration=CALIBRATION)
     msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(msgs) == 1 and "int8" in msgs[0] and "fp32" in msgs[0]
     assert (b.runtime, b.precision) == ("onnx", "fp32")
-    np.testing.assert_array_equal(b(batch), rt.make_backend(net, meta, "onnx", "fp32")(batch))
+    np.testing.assert_array_equal(b(batch), rt.make_backend(net, card, "onnx", "fp32")(batch))
 
 
-def test_failed_quantisation_falls_back_to_fp32(net_meta, monkeypatch, caplog):
-    net, meta = net_meta
+def test_failed_quantisation_falls_back_to_fp32(net_card, monkeypatch, caplog):
+    net, card = net_card
 
     def broken(*a, **k):
         raise RuntimeError("quantiser exploded")
 
     monkeypatch.setattr(rt, "cached_int8", broken)
     with caplog.at_level(logging.WARNING, logger="handseg"):
-        b = rt.make_backend(net, meta, "onnx", "int8")
+        b = rt.make_backend(net, card, "onnx", "int8", calibration=CALIBRATION)
     assert b.precision == "fp32"
     assert any("quantiser exploded" in r.getMessage() for r in caplog.records)
 
 
-def test_auto_without_lower_precisions_is_fp32(net_meta, monkeypatch, caplog):
-    net, meta = net_meta
-    monkeypatch.setattr(rt, "bf16_support", lambda: (False, "no"))
-    monkeypatch.setattr(rt, "int8_support", lambda: (False, "no"))
+def test_auto_without_lower_precisions_is_fp32(net_card, monkeypatch, caplog):
+    net, card = net_card
+    monkeypatch.setattr(dev, "bf16_support", lambda *a: (False, "no"))
+    monkeypatch.setattr(dev, "int8_support", lambda: (False, "no"))
     with caplog.at_level(logging.WARNING, logger="handseg"):
-        b = rt.make_backend(net, meta)
+        b = rt.make_backend(net, card, calibration=CALIBRATION)
     assert b.precision == "fp32" and not caplog.records  # auto falls back silently
-    assert rt.resolve_path("onnx", "auto") == ("onnx", "fp32")
+    assert dev.inference_path("onnx", "auto") == ("onnx", "fp32")
 
 
-def test_impossible_requests_are_handseg_errors(net_meta):
-    net, meta = net_meta
+def test_impossible_requests_are_handseg_errors(net_card):
+    net, card = net_card
     for runtime, precision, match in [
         ("torch", "int8", "onnxruntime"),
         ("onnx", "bf16", "PyTorch"),
@@ -135,80 +145,177 @@ def test_impossible_requests_are_handseg_errors(net_meta):
         ("auto", "fp16", "--precision"),
     ]:
         with pytest.raises(HandsegError, match=match):
-            rt.make_backend(net, meta, runtime, precision)
+            rt.make_backend(net, card, runtime, precision)
     with pytest.raises(HandsegError, match="--scale"):
-        rt.make_backend(net, meta, scale=0)
+        rt.make_backend(net, card, scale=0)
     with pytest.raises(HandsegError, match="--threads"):
-        rt.make_backend(net, meta, threads=0)
+        rt.make_backend(net, card, threads=0)
     with pytest.raises(HandsegError, match="CPU only"):
-        rt.resolve_path("onnx", "fp32", device="cuda")
+        dev.inference_path("onnx", "fp32", device="cuda")
 
 
-def test_threads_reach_torch_and_onnxruntime(net_meta):
-    net, meta = net_meta
+def test_threads_reach_torch_and_onnxruntime(net_card):
+    net, card = net_card
     before = torch.get_num_threads()
     try:
-        rt.make_backend(net, meta, "torch", "fp32", threads=1)
+        rt.make_backend(net, card, "torch", "fp32", threads=1)
         assert torch.get_num_threads() == 1
-        b = rt.make_backend(net, meta, "onnx", "fp32", threads=1)
+        b = rt.make_backend(net, card, "onnx", "fp32", threads=1)
         assert b._sess.get_session_options().intra_op_num_threads == 1
     finally:
         torch.set_num_threads(before)
 
 
-def test_exported_int8_file_is_self_describing(net_meta, tmp_path):
-    net, meta = net_meta
-    fp32 = rt.make_backend(net, meta, "onnx", "fp32").path
-    out = rt.quantize_int8(fp32, tmp_path / "q.onnx", meta)
-    p = handseg.load_model(out)
+def test_exported_int8_file_is_self_describing(net_card, tmp_path):
+    net, card = net_card
+    fp32 = rt.make_backend(net, card, "onnx", "fp32").path
+    out = qz.quantize_int8(fp32, tmp_path / "q.onnx", card, CALIBRATION)
+    p = handseg.load_model(out)  # no calibration needed: the file is int8 already
     assert (p.backend.runtime, p.backend.precision) == ("onnx", "int8")
+    assert p.card == card
     assert p.predict(_photo(101, 77)).shape == (101, 77)
 
 
-def test_calibration_uses_training_images_when_they_exist(tmp_path):
+def test_without_calibration_images_int8_is_not_used(net_card, monkeypatch, caplog):
+    """auto takes the next path with an INFO note; an explicit int8 request runs fp32 with
+    a warning that says what to pass."""
+    net, card = net_card
+    monkeypatch.setattr(dev, "int8_support", lambda: (True, "test"))
+    monkeypatch.setattr(dev, "bf16_support", lambda *a: (False, "no"))
+    with caplog.at_level(logging.INFO, logger="handseg"):
+        b = rt.make_backend(net, card)
+    assert (b.runtime, b.precision) == ("onnx", "fp32")
+    assert any("calibration" in r.getMessage() for r in caplog.records)
+    assert all(r.levelno < logging.WARNING for r in caplog.records)
+    caplog.clear()
+    for calibration in (None, [], lambda card: []):  # none given, or none found
+        with caplog.at_level(logging.WARNING, logger="handseg"):
+            b = rt.make_backend(net, card, "onnx", "int8", calibration=calibration)
+        assert (b.runtime, b.precision) == ("onnx", "fp32")
+        (msg,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert "calibration" in msg and "fp32" in msg
+        caplog.clear()
+
+
+def test_calibration_function_is_called_only_for_int8(net_card):
+    net, card = net_card
+    calls = []
+
+    def calibration(c):
+        calls.append(c)
+        return CALIBRATION
+
+    rt.make_backend(net, card, "torch", "fp32", calibration=calibration)
+    rt.make_backend(net, card, "onnx", "fp32", calibration=calibration)
+    assert calls == []
+    if dev.int8_support()[0]:
+        b = rt.make_backend(net, card, "onnx", "int8", calibration=calibration)
+        assert b.precision == "int8" and calls == [card]
+
+
+def test_int8_cache_is_keyed_by_the_calibration_set(net_card):
+    net, card = net_card
+    if not dev.int8_support()[0]:
+        pytest.skip("no int8 here")
+    a = rt.make_backend(net, card, "onnx", "int8", calibration=CALIBRATION).path
+    again = rt.make_backend(net, card, "onnx", "int8", calibration=list(CALIBRATION)).path
+    other = rt.make_backend(net, card, "onnx", "int8", calibration=CALIBRATION[:2]).path
+    assert a == again != other
+
+
+def test_calibration_batches_resize_and_normalise(net_card, tmp_path):
+    import cv2
+
+    _, card = net_card
+    path = tmp_path / "x.png"
+    cv2.imwrite(str(path), CALIBRATION[1][:, :, ::-1])
+    batches = qz.calibration_batches([CALIBRATION[0], path, tmp_path / "missing.png"], card)
+    assert [b.shape for b in batches] == [(1, 3, 64, 80)] * 2  # the unreadable one skipped
+    assert batches[0].dtype == np.float32
+    with pytest.raises(HandsegError, match="uint8"):
+        qz.calibration_batches([np.zeros((8, 8, 3), np.float32)], card)
+    with pytest.raises(HandsegError, match="could be read"):
+        qz.calibration_batches([tmp_path / "missing.png"], card)
+
+
+def test_training_images_of_a_model(tmp_path):
+    """handseg.data.split.training_images: the split's train entries, else the folder."""
     import cv2
 
     images = tmp_path / "images"
     images.mkdir()
     for i in range(3):
         cv2.imwrite(str(images / f"{i}.png"), _photo(48, 64, seed=i)[:, :, ::-1])
-    meta = {"input_size": [32, 48], "train_config": {"images": str(images)}}
-    batches, source = rt.calibration_batches(meta, n=2)
-    assert source == "2 training images" and [b.shape for b in batches] == [(1, 3, 32, 48)] * 2
-    # with a run's split.json only its training images are used (3 asked, 2 listed)
+    config = {"images": str(images)}
+    assert [p.name for p in training_images(config)] == ["0.png", "1.png", "2.png"]
+    # with a run's split.json only its training images are used
     run = tmp_path / "run"
     run.mkdir()
     split = {"images_dir": str(images), "train": [{"image": "0.png"}, {"image": "1.png"}],
              "test": [{"image": "2.png"}]}  # fmt: skip
     (run / "split.json").write_text(json.dumps(split))
-    meta["train_config"]["out"] = str(run)
-    batches, source = rt.calibration_batches(meta, n=3)
-    assert source == "2 training images" and len(batches) == 2
-    batches, source = rt.calibration_batches({"input_size": [32, 48]}, n=2)
-    assert "training" not in source and batches[0].shape == (1, 3, 32, 48)
+    assert [p.name for p in training_images(config | {"out": str(run)})] == ["0.png", "1.png"]
+    (run / "split.json").write_text("{not json")
+    assert training_images({"out": str(run)}) == []
+    assert training_images({}) == [] == training_images({"images": str(tmp_path / "gone")})
+    card = ModelCard(train_config=config)  # a model card works as well as its options
+    assert training_images(card) == training_images(config)
 
 
 def test_cache_keeps_the_most_recent_files(tmp_path, monkeypatch):
     monkeypatch.setenv("HANDSEG_CACHE_DIR", str(tmp_path))
-    for i in range(rt.CACHE_KEEP + 3):
+    for i in range(qz.CACHE_KEEP + 3):
         f = tmp_path / f"{i}.onnx"
         f.write_bytes(b"x")
         os.utime(f, (1000 + i, 1000 + i))
-    rt._prune_cache()
+    qz.prune_cache()
     left = sorted(int(p.stem) for p in tmp_path.glob("*.onnx"))
-    assert left == list(range(3, rt.CACHE_KEEP + 3))
+    assert left == list(range(3, qz.CACHE_KEEP + 3))
 
 
-def test_cli_predict_with_runtime_options(model_file, tmp_path):
+def test_cli_predict_with_runtime_options(tmp_path, caplog):
+    """The command line calibrates int8 on the model's training images."""
     from PIL import Image
 
     img = tmp_path / "in" / "x.png"
     img.parent.mkdir()
     Image.fromarray(_photo(101, 77)).save(img)
+    torch.manual_seed(0)
+    model = save_model_file(tmp_path / "model.pt", HandSegNet(), input_size=INPUT_SIZE,
+                            train_config={"images": str(img.parent)})  # fmt: skip
     out = tmp_path / "out"
-    args = ["predict", "--model", str(model_file), str(img), "--out", str(out), "--no-overlay"]
-    rc = main([*args, "--runtime", "onnx", "--precision", "int8", "--threads", "1"])
+    args = ["predict", "--model", str(model), str(img), "--out", str(out), "--no-overlay"]
+    with caplog.at_level(logging.WARNING, logger="handseg"):
+        rc = main([*args, "--runtime", "onnx", "--precision", "int8", "--threads", "1"])
     assert rc == 0
+    if dev.int8_support()[0]:
+        assert not [r for r in caplog.records if "fp32" in r.getMessage()]  # really int8
     (mask,) = out.glob("*_mask.png")
     assert np.asarray(Image.open(mask)).shape[:2] == (101, 77)
     assert main([*args, "--runtime", "torch", "--precision", "int8"]) == 2
+
+
+def test_precision_vocabulary_is_shared_by_train_and_predict(net_card):
+    """One --precision vocabulary; Lightning's older spellings are aliases."""
+    net, card = net_card
+    for spelling, name in [("32", "fp32"), ("32-true", "fp32"), ("fp32", "fp32"),
+                           ("bf16-mixed", "bf16"), ("16-mixed", "fp16"), ("BF16", "bf16")]:  # fmt: skip
+        assert dev.canonical_precision(spelling) == name
+    assert dev.training_precision("cpu", "32") == dev.training_precision("cpu", "fp32") == "32-true"
+    assert dev.training_precision("cpu", "bf16") == "bf16-mixed"
+    assert dev.training_precision("gpu", "16-mixed") == "16-mixed"
+    assert dev.training_precision("cpu", "auto") in ("32-true", "bf16-mixed")
+    with pytest.raises(HandsegError, match="--precision int8"):
+        dev.training_precision("cpu", "int8")
+    assert rt.make_backend(net, card, "torch", "32").precision == "fp32"
+    assert dev.inference_path("auto", "32-true") == ("onnx", "fp32")
+
+
+def test_device_resolution():
+    assert dev.resolve_device("cpu") == "cpu"
+    assert dev.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        for name in ("gpu", "cuda", "cuda:1"):
+            with pytest.raises(HandsegError, match="no CUDA GPU"):
+                dev.resolve_device(name)
+    assert dev.accelerator("cuda") == "gpu" and dev.accelerator("cpu") == "cpu"

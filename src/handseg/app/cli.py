@@ -17,6 +17,7 @@ from handseg.core.config import PRESETS, load_config, resolve_config
 from handseg.core.constants import __version__
 from handseg.core.errors import HandsegError
 from handseg.data.inspect import format_inspect_report, inspect_data
+from handseg.data.split import training_images
 from handseg.data.pairs import find_pairs
 from handseg.eval.baseline import run_skin_baseline
 from handseg.eval.evaluate import (
@@ -597,6 +598,7 @@ def _runtime_kwargs(args: argparse.Namespace) -> dict:
         "precision": args.precision,
         "threads": args.threads,
         "scale": args.scale,
+        "calibration": training_images,  # int8 calibrates on the model's training photos
     }
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from handseg.core.config import resolve_config
 from handseg.core.errors import HandsegError
-from handseg.data.split import load_split
+from handseg.data.split import load_split, training_images
 from handseg.eval.evaluate import headline, read_metrics
 from handseg.infer.media import predict_paths
 from handseg.infer.predictor import load_model
@@ -157,7 +157,7 @@ def run_demo(
     overlays = out / "overlays"
     step(3, f"drawing the predicted hand on the test photos into {overlays}")
     test_images = [image for image, _ in load_split(run / "split.json")["test"]]
-    predictor = load_model(run / "model.pt", device=device)
+    predictor = load_model(run / "model.pt", device=device, calibration=training_images)
     predict_paths(predictor, test_images, overlays, progress=progress)
 
     step(4, "writing the report")

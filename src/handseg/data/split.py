@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from handseg.core.constants import SUBSETS
 from handseg.core.errors import HandsegError
-from handseg.core.imaging import natural_key, short_list
+from handseg.core.imaging import list_images, natural_key, short_list
 from handseg.core.io import atomic_write_json
+from handseg.core.rundir import RunDir
 
 
 def _split_sizes(n: int, fractions: Sequence[float]) -> list[int]:
@@ -171,3 +173,31 @@ def load_split(
             f"{short_list([str(p) for p in missing], 3)}; pass the images and masks folders"
         )
     return out
+
+
+def training_images(source: Mapping[str, Any] | Any) -> list[Path]:
+    """The training photos of a model: the "train" entries of its run's ``split.json``
+    (``train_config["split"]``, else ``out``/split.json), else its ``images`` folder.
+
+    ``source`` is a model card (anything with a ``train_config``) or the ``train_config``
+    mapping itself, so ``load_model(path, calibration=training_images)`` calibrates int8
+    on the model's own training photos. Only files that still exist; an empty list when
+    the options name none (e.g. a model trained on another machine).
+    """
+    train_config = getattr(source, "train_config", source)
+    split = None
+    if train_config.get("split"):
+        split = Path(str(train_config["split"]))
+    elif train_config.get("out"):
+        split = RunDir(str(train_config["out"])).split
+    try:
+        if split is not None and split.is_file():
+            doc = json.loads(split.read_text())
+            base = Path(doc.get("images_dir") or "")
+            paths = [Path(e["image"]) for e in doc.get("train", [])]
+            return [p for p in (p if p.is_absolute() else base / p for p in paths) if p.is_file()]
+        if train_config.get("images") and Path(str(train_config["images"])).is_dir():
+            return list_images(train_config["images"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, HandsegError):
+        return []  # stale or foreign paths: no training images
+    return []

@@ -6,10 +6,9 @@ the ``model.pt`` it came from:
 - input ``"image"``: (B, 3, H, W) float32, already normalised (z-score with the stored mean
   and std); B, H and W are dynamic and H, W need not be multiples of 16;
 - output ``"logits"``: (B, C, H, W) float32;
-- ``metadata_props``: ``handseg.format`` (``"handseg-onnx"``), ``handseg.version``,
-  ``handseg.classes``, ``handseg.normalization``, ``handseg.input_size`` (JSON each) and
-  ``handseg.meta`` (the model file's whole metadata as JSON: architecture, training options,
-  metrics, versions).
+- ``metadata_props``: the model card (:mod:`handseg.infer.onnx_file`): classes,
+  normalisation, input size, and ``handseg.meta`` with the whole card (architecture,
+  training options, metrics, versions).
 
 The network pads its input to a multiple of the output stride (16) and crops the logits
 back. For the export a thin wrapper does that padding unconditionally, with amounts
@@ -36,6 +35,7 @@ from torch import nn
 
 from handseg.core.errors import HandsegError
 from handseg.infer.onnx_file import INPUT_NAME, OUTPUT_NAME, ort_session, save_proto, set_metadata
+from handseg.model.card import ModelCard
 from handseg.model.checkpoint import read_model_file
 
 log = logging.getLogger(__name__)
@@ -111,13 +111,13 @@ def _inline_identity_initializers(proto: Any) -> None:
 
 
 def export_module(
-    model: nn.Module, meta: dict[str, Any], out_path: str | Path, *, opset: int = 17
+    model: nn.Module, card: ModelCard, out_path: str | Path, *, opset: int = 17
 ) -> Path:
-    """Export an in-memory network with its metadata to ``out_path`` (atomic write), without
-    a parity check. ``model`` is a :class:`~handseg.model.HandSegNet` in eval mode."""
+    """Export an in-memory network with its card to ``out_path`` (atomic write), without
+    a parity check. ``model`` is a :class:`~handseg.model.network.HandSegNet`."""
     model = model.to(memory_format=torch.contiguous_format).cpu().eval()
     proto = _trace_to_proto(model, opset)
-    set_metadata(proto, meta, "fp32")
+    set_metadata(proto, card, "fp32")
     return save_proto(proto, Path(out_path))
 
 
@@ -190,16 +190,15 @@ def export_onnx(
     leaves no file. Returns ``{"path", "opset", "size_mb", "checks": [...],
     "max_abs_diff", "min_mask_agreement"}`` (the last two None without a check).
     """
-    import onnx
+    import onnx  # heavy, optional until a file is exported
 
-    model, meta = read_model_file(model_path)
+    model, card = read_model_file(model_path)
     out = Path(out_path)
     if out.suffix.lower() != ".onnx":
         raise HandsegError(f"--out {out}: the ONNX file name should end in .onnx")
     if out.is_dir():
         raise HandsegError(f"--out {out} is a folder; pass a file name such as {out}/model.onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
     try:
         proto = _trace_to_proto(model, opset)
     except Exception as exc:  # the exporter raises many types; show one line
@@ -207,7 +206,7 @@ def export_onnx(
             f"ONNX export of {model_path} at opset {opset} failed: "
             f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         ) from None
-    set_metadata(proto, meta, "fp32")
+    set_metadata(proto, card, "fp32")
     onnx.checker.check_model(proto)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     os.close(fd)
@@ -216,23 +215,8 @@ def export_onnx(
         save_proto(proto, tmp)
         checks: list[dict[str, Any]] = []
         if check:
-            shapes = _check_shapes(tuple(meta.get("input_size", (720, 960))), n_checks)
-            checks = parity_check(model, tmp, shapes)
-            worst = min(checks, key=lambda c: c["mask_agreement"])
-            for c in checks:
-                log.info(
-                    "parity %s: max |logit difference| %.3g, mask agreement %.4f %%",
-                    "x".join(map(str, c["shape"])),
-                    c["max_abs_diff"],
-                    100 * c["mask_agreement"],
-                )
-            if worst["mask_agreement"] < MIN_MASK_AGREEMENT:
-                raise HandsegError(
-                    f"ONNX export of {model_path} does not match the PyTorch model: mask "
-                    f"agreement {100 * worst['mask_agreement']:.3f} % < 99.9 % at input "
-                    f"{'x'.join(map(str, worst['shape']))} (max logit difference "
-                    f"{worst['max_abs_diff']:.3g}); {out} was not written. Try another --opset"
-                )
+            checks = parity_check(model, tmp, _check_shapes(card.input_size, n_checks))
+            _require_parity(checks, f"ONNX export of {model_path}", out)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
@@ -244,3 +228,23 @@ def export_onnx(
         "max_abs_diff": max((c["max_abs_diff"] for c in checks), default=None),
         "min_mask_agreement": min((c["mask_agreement"] for c in checks), default=None),
     }
+
+
+def _require_parity(checks: list[dict[str, Any]], what: str, out: Path) -> None:
+    """Log each parity check; raise :class:`HandsegError` when the worst mask agreement is
+    below :data:`MIN_MASK_AGREEMENT`."""
+    for c in checks:
+        log.info(
+            "parity %s: max |logit difference| %.3g, mask agreement %.4f %%",
+            "x".join(map(str, c["shape"])),
+            c["max_abs_diff"],
+            100 * c["mask_agreement"],
+        )
+    worst = min(checks, key=lambda c: c["mask_agreement"])
+    if worst["mask_agreement"] < MIN_MASK_AGREEMENT:
+        raise HandsegError(
+            f"{what} does not match the PyTorch model: mask "
+            f"agreement {100 * worst['mask_agreement']:.3f} % < 99.9 % at input "
+            f"{'x'.join(map(str, worst['shape']))} (max logit difference "
+            f"{worst['max_abs_diff']:.3g}); {out} was not written. Try another --opset"
+        )

@@ -1,4 +1,11 @@
-"""infer.onnx_file."""
+"""The exported ONNX file: its metadata (the model card), reading it, an onnxruntime session.
+
+``metadata_props`` of a handseg ONNX file: ``handseg.format`` (``"handseg-onnx"``),
+``handseg.format_version``, ``handseg.version``, ``handseg.precision`` (``fp32``/``int8``),
+``handseg.classes``, ``handseg.normalization``, ``handseg.input_size`` (JSON each, for
+readers without handseg) and ``handseg.meta``: the whole
+:class:`~handseg.model.card.ModelCard` as JSON, in ``model.pt``'s layout.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from typing import Any
 
 from handseg.core.constants import __version__
 from handseg.core.errors import HandsegError
+from handseg.model.card import ModelCard
 
 ONNX_FORMAT = "handseg-onnx"
 ONNX_FORMAT_VERSION = 1
@@ -27,26 +35,24 @@ class OnnxModel:
     precision: str = "fp32"
 
 
-def meta_props(meta: dict[str, Any], precision: str) -> dict[str, str]:
-    norm = meta.get("normalization", {})
-    props = {
+def meta_props(card: ModelCard, precision: str) -> dict[str, str]:
+    """The ``metadata_props`` entries that describe ``card`` (module docstring)."""
+    layout = card.to_dict()
+    return {
         "handseg.format": ONNX_FORMAT,
         "handseg.format_version": str(ONNX_FORMAT_VERSION),
         "handseg.version": __version__,
         "handseg.precision": precision,
-        "handseg.classes": json.dumps(list(meta.get("classes", ("background", "hand")))),
-        "handseg.normalization": json.dumps(
-            {"mean": list(norm.get("mean", ())), "std": list(norm.get("std", ()))}
-        ),
-        "handseg.input_size": json.dumps(list(meta.get("input_size", ()))),
-        "handseg.meta": json.dumps(meta, default=str),
+        "handseg.classes": json.dumps(layout["classes"]),
+        "handseg.normalization": json.dumps(layout["normalization"]),
+        "handseg.input_size": json.dumps(layout["input_size"]),
+        "handseg.meta": json.dumps(layout, default=str),
     }
-    return props
 
 
-def set_metadata(proto: Any, meta: dict[str, Any], precision: str = "fp32") -> None:
-    """Write handseg's metadata into an ``onnx.ModelProto`` (replacing any earlier)."""
-    props = meta_props(meta, precision)
+def set_metadata(proto: Any, card: ModelCard, precision: str = "fp32") -> None:
+    """Write ``card`` into an ``onnx.ModelProto`` (replacing any earlier handseg metadata)."""
+    props = meta_props(card, precision)
     keep = [p for p in proto.metadata_props if p.key not in props]
     del proto.metadata_props[:]
     proto.metadata_props.extend(keep)
@@ -62,8 +68,11 @@ def set_metadata(proto: Any, meta: dict[str, Any], precision: str = "fp32") -> N
     )
 
 
-def onnx_metadata(proto: Any, path: str | Path) -> tuple[dict[str, Any], str]:
-    """(meta, precision) from a ModelProto written by handseg; HandsegError otherwise."""
+def onnx_metadata(proto: Any, path: str | Path) -> tuple[ModelCard, str]:
+    """(card, precision) from a ModelProto written by handseg; HandsegError otherwise.
+
+    The separate ``handseg.classes``, ``handseg.normalization`` and ``handseg.input_size``
+    entries win over the same keys inside ``handseg.meta``."""
     props = {p.key: p.value for p in proto.metadata_props}
     if props.get("handseg.format") != ONNX_FORMAT:
         raise HandsegError(
@@ -71,16 +80,16 @@ def onnx_metadata(proto: Any, path: str | Path) -> tuple[dict[str, Any], str]:
             "export the model.pt with 'handseg export --model RUN/model.pt --out model.onnx'"
         )
     try:
-        meta = json.loads(props.get("handseg.meta", "{}"))
-        meta["classes"] = json.loads(props["handseg.classes"])
-        meta["normalization"] = json.loads(props["handseg.normalization"])
-        meta["input_size"] = json.loads(props["handseg.input_size"])
-    except (KeyError, json.JSONDecodeError) as exc:
+        layout = json.loads(props.get("handseg.meta", "{}"))
+        layout["classes"] = json.loads(props["handseg.classes"])
+        layout["normalization"] = json.loads(props["handseg.normalization"])
+        layout["input_size"] = json.loads(props["handseg.input_size"])
+        card = ModelCard.from_dict(layout)
+    except (KeyError, TypeError, json.JSONDecodeError, HandsegError) as exc:
         raise HandsegError(
             f"{path}: the handseg metadata is damaged ({exc}); export the model again"
         ) from None
-    meta["format"] = ONNX_FORMAT
-    return meta, props.get("handseg.precision", "fp32")
+    return card, props.get("handseg.precision", "fp32")
 
 
 def save_proto(proto: Any, path: Path) -> Path:
@@ -102,12 +111,11 @@ def save_proto(proto: Any, path: Path) -> Path:
     return path
 
 
-def read_onnx_file(path: str | Path) -> tuple[OnnxModel, dict[str, Any]]:
-    """Open an ONNX file written by :func:`export_onnx` -> (OnnxModel, metadata).
+def read_onnx_file(path: str | Path) -> tuple[OnnxModel, ModelCard]:
+    """Open an ONNX file written by ``handseg export`` -> (OnnxModel, its model card).
 
-    The metadata has the keys :func:`handseg.checkpoint.read_model_file` gives
-    (``classes``, ``normalization``, ``input_size``, ...). A file that is not ONNX, or an
-    ONNX model without handseg metadata, raises :class:`HandsegError`.
+    A file that is not ONNX, or an ONNX model without handseg metadata, raises
+    :class:`HandsegError`.
     """
     import onnx
 
@@ -127,7 +135,7 @@ def read_onnx_file(path: str | Path) -> tuple[OnnxModel, dict[str, Any]]:
             f"{path} is not an ONNX model (it holds no graph); pass a file written by "
             "'handseg export' or a model.pt"
         )
-    meta, precision = onnx_metadata(proto, path)
+    card, precision = onnx_metadata(proto, path)
     names_in = [i.name for i in proto.graph.input]
     names_out = [o.name for o in proto.graph.output]
     if INPUT_NAME not in names_in or OUTPUT_NAME not in names_out:
@@ -135,7 +143,7 @@ def read_onnx_file(path: str | Path) -> tuple[OnnxModel, dict[str, Any]]:
             f"{path}: expected input '{INPUT_NAME}' and output '{OUTPUT_NAME}', found "
             f"{names_in} -> {names_out}; export the model again with 'handseg export'"
         )
-    return OnnxModel(path=path, precision=precision), meta
+    return OnnxModel(path=path, precision=precision), card
 
 
 def ort_session(source: str | Path | bytes, threads: int | None = None) -> Any:

@@ -6,10 +6,8 @@ ratio), normalised, run through the network (which pads to a multiple of its out
 itself), and the hand-vs-background logit margin is resized back to the requested output
 size and thresholded. For two classes that equals the argmax of bilinearly upsampled logits.
 
-Folder and video prediction (the ``handseg predict`` command) live here too:
-:func:`expand_inputs` turns files, folders and globs into a list of paths,
-:func:`predict_paths` writes a mask and an overlay per image, :func:`predict_video` writes
-an overlay video from any ``cv2.VideoCapture`` source (a file or a camera index).
+Folder and video prediction (the ``handseg predict`` command) live in
+:mod:`handseg.infer.media`.
 """
 
 from __future__ import annotations
@@ -20,14 +18,21 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
+from PIL import Image
 
+from handseg.core.device import resolve_device
 from handseg.core.errors import HandsegError
-from handseg.core.imaging import read_image
+from handseg.core.imaging import normalize, read_image
 from handseg.infer.backends import make_backend
-from handseg.infer.onnx_file import read_onnx_file
+from handseg.infer.onnx_file import OnnxModel, read_onnx_file
+from handseg.infer.quantize import Calibration
+from handseg.model.card import ModelCard
 from handseg.model.checkpoint import read_model_file
+
+__all__ = ["ImageLike", "Predictor", "load_model"]
 
 log = logging.getLogger(__name__)
 ImageLike = str | Path | np.ndarray | Any  # path, HxWx3 uint8 array or PIL image
@@ -39,18 +44,13 @@ def _as_rgb_array(image: ImageLike) -> np.ndarray:
         return read_image(image)
     if isinstance(image, np.ndarray):
         arr = image
+    elif isinstance(image, Image.Image):
+        arr = np.asarray(image.convert("RGB"))
     else:
-        try:
-            from PIL import Image
-        except ImportError:  # pragma: no cover
-            raise
-        if isinstance(image, Image.Image):
-            arr = np.asarray(image.convert("RGB"))
-        else:
-            raise HandsegError(
-                f"cannot predict on a {type(image).__name__}: pass a path, a PIL image or an "
-                "HxWx3 uint8 array"
-            )
+        raise HandsegError(
+            f"cannot predict on a {type(image).__name__}: pass a path, a PIL image or an "
+            "HxWx3 uint8 array"
+        )
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
     if arr.ndim == 2:
@@ -79,8 +79,8 @@ class Predictor:
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        meta: dict[str, Any],
+        model: torch.nn.Module | OnnxModel,
+        card: ModelCard,
         *,
         device: str = "cpu",
         channels_last: bool = True,
@@ -88,30 +88,37 @@ class Predictor:
         runtime: str = "auto",
         precision: str = "auto",
         scale: float = 1.0,
+        calibration: Calibration | None = None,
     ):
-        """``model``: a ``torch.nn.Module`` or an exported :class:`handseg.export.OnnxModel`.
+        """``model``: a ``torch.nn.Module`` or an exported
+        :class:`~handseg.infer.onnx_file.OnnxModel`; ``card``: its model card.
         ``runtime`` (auto | torch | onnx), ``precision`` (auto | fp32 | bf16 | int8),
-        ``threads`` and ``scale`` (network resolution factor) pick the inference path; see
-        :mod:`handseg.runtime`."""
-        self.meta = meta
-        self.classes = tuple(meta.get("classes", ("background", "hand")))
-        norm = meta.get("normalization", {})
-        self.mean = np.asarray(norm.get("mean", (0.485, 0.456, 0.406)), np.float32)
-        self.std = np.asarray(norm.get("std", (0.229, 0.224, 0.225)), np.float32)
-        self.input_size = tuple(int(v) for v in meta.get("input_size", (720, 960)))
+        ``threads`` and ``scale`` (network resolution factor) pick the inference path;
+        ``calibration`` gives the images an int8 path is calibrated on (without them int8
+        is not used); see :mod:`handseg.infer.backends`."""
+        self.card = card
         if device == "auto" and not isinstance(model, torch.nn.Module):
             device = "cpu"  # an ONNX file runs on onnxruntime's CPU provider
-        self.device = torch.device(pick_device(device))
-        self.channels_last = channels_last and self.device.type == "cpu"
-
+        self.device = torch.device(resolve_device(device))
         if isinstance(model, torch.nn.Module):
             model = model.to(self.device).eval()
         # the one place the network runs (PyTorch or onnxruntime, fp32 / bf16 / int8)
         self.backend = make_backend(
-            model, meta, runtime, precision, threads,
+            model, card, runtime, precision, threads,
             device=self.device, channels_last=channels_last, scale=scale,
+            calibration=calibration,
         )  # fmt: skip
         self.model = self.backend.model  # the PyTorch network; None for an ONNX file
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names, index = class value (from the model card)."""
+        return self.card.classes
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) the network was trained at (from the model card)."""
+        return self.card.input_size
 
     # -- sizes ------------------------------------------------------------------------------
     def working_size(self, h: int, w: int) -> tuple[int, int]:
@@ -122,15 +129,12 @@ class Predictor:
 
     def _preprocess(self, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (3, h, w) float32 normalised at the working size."""
-        import cv2
-
         h, w = image.shape[:2]
         wh, ww = self.working_size(h, w)
         if (wh, ww) != (h, w):
             interp = cv2.INTER_AREA if wh * ww < h * w else cv2.INTER_LINEAR
             image = cv2.resize(image, (ww, wh), interpolation=interp)
-        x = (image.astype(np.float32) / 255.0 - self.mean) / self.std
-        return np.ascontiguousarray(x.transpose(2, 0, 1))
+        return normalize(image, self.card.mean, self.card.std)
 
     # -- network ----------------------------------------------------------------------------
     def _logits(self, batch: np.ndarray) -> np.ndarray:
@@ -140,8 +144,6 @@ class Predictor:
     @staticmethod
     def _to_mask(logits: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
         """(C, h, w) logits -> (H, W) uint8 class map at ``out_hw``."""
-        import cv2
-
         h, w = out_hw
         if logits.shape[0] == 2:
             margin = logits[1] - logits[0]  # bilinear resize commutes with this difference
@@ -181,25 +183,29 @@ class Predictor:
         yield from flush()
 
 
-def pick_device(device: str) -> str:
-    if device in ("auto", None):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "gpu":
-        device = "cuda"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HandsegError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
-    return device
-
-
-def load_model(path: str | Path, *, device: str = "cpu", **kwargs: Any) -> Predictor:
+def load_model(
+    path: str | Path,
+    *,
+    device: str = "cpu",
+    calibration: Calibration | None = None,
+    **kwargs: Any,
+) -> Predictor:
     """Load ``RUN/model.pt`` (or ``RUN``, or a ``model.onnx`` from ``handseg export``) and
     return a :class:`Predictor`; ``kwargs`` go to it (runtime, precision, threads, scale).
+
+    ``calibration``: images for int8 (HxWx3 uint8 arrays or paths), or a function of the
+    model card that returns them, e.g. the model's training images::
+
+        from handseg.data.split import training_images
+        load_model(path, calibration=training_images)
+
+    Without it int8 is not used (``auto`` takes the next fastest path).
 
     >>> model = handseg.load_model("runs/demo/model.pt")
     >>> mask = model.predict("photo.jpg")   # (H, W) uint8, 1 = hand
     """
     if Path(path).suffix.lower() == ".onnx":  # an export from 'handseg export'
-        model, meta = read_onnx_file(path)
+        model, card = read_onnx_file(path)
     else:
-        model, meta = read_model_file(path)
-    return Predictor(model, meta, device=device, **kwargs)
+        model, card = read_model_file(path)
+    return Predictor(model, card, device=device, calibration=calibration, **kwargs)

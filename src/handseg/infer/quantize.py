@@ -1,4 +1,9 @@
-"""infer.quantize."""
+"""int8 quantisation of the exported network, and the cache of exported and quantised files.
+
+Calibration images are always passed in by the caller (``calibration``: HxWx3 uint8 arrays
+or image paths); inference never looks for training data itself. The command line passes
+the model's training images (:func:`handseg.data.split.training_images`).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,43 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from torch import nn
 
-from handseg.core.imaging import list_images, read_image
+from handseg.core.errors import HandsegError
+from handseg.core.imaging import normalize, read_image
 from handseg.infer.export import export_module
 from handseg.infer.onnx_file import INPUT_NAME, save_proto, set_metadata
-from handseg.synth.hands import render_sample
+from handseg.model.card import ModelCard
+
+__all__ = [
+    "CACHE_KEEP",
+    "Calibration",
+    "CalibrationImage",
+    "cache_dir",
+    "cached_export",
+    "cached_int8",
+    "calibration_batches",
+    "prune_cache",
+    "quantize_int8",
+]
 
 log = logging.getLogger(__name__)
 
-
 CACHE_KEEP = 8  # ONNX files kept in the cache (exports and int8 copies, least recently used go)
+CALIBRATION_AREA = 384 * 512  # calibration images are resized to at most this many pixels
+CalibrationImage = np.ndarray | str | Path
+"""One calibration image: an (H, W, 3) uint8 RGB array or the path of an image file."""
+Calibration = Sequence[CalibrationImage] | Callable[[ModelCard], Sequence[CalibrationImage]]
+"""What a caller passes as ``calibration``: the images, or a function of the model card that
+returns them (called only when an int8 copy is to be built), e.g.
+:func:`handseg.data.split.training_images`."""
 
 
 def cache_dir() -> Path:
@@ -35,12 +61,13 @@ def cache_dir() -> Path:
     return Path(base) / "handseg"
 
 
-def _model_key(model: nn.Module, meta: dict[str, Any]) -> str:
+def _model_key(model: nn.Module, card: ModelCard) -> str:
     """A content hash of the weights, architecture and preprocessing."""
     h = hashlib.sha256()
     cfg = getattr(model, "cfg", None)
     h.update(json.dumps(cfg.to_dict() if cfg is not None else {}, sort_keys=True).encode())
-    h.update(json.dumps([meta.get("normalization"), meta.get("input_size")]).encode())
+    norm = {"mean": list(card.mean), "std": list(card.std)}
+    h.update(json.dumps([norm, list(card.input_size)]).encode())
     for k, v in model.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
@@ -55,20 +82,34 @@ def _file_key(path: Path) -> str:
     return h.hexdigest()[:20]
 
 
-def cached_export(model: nn.Module, meta: dict[str, Any]) -> Path:
-    """The fp32 ONNX file of ``model``, exported once into the cache."""
+def _calibration_key(images: Sequence[CalibrationImage]) -> str:
+    """A hash of the calibration set: array contents, or file paths with size and mtime
+    (files are not read for the key)."""
+    h = hashlib.sha256()
+    for image in images:
+        if isinstance(image, np.ndarray):
+            h.update(repr((image.shape, str(image.dtype))).encode())
+            h.update(np.ascontiguousarray(image).tobytes())
+        else:
+            p = Path(image)
+            st = p.stat() if p.is_file() else None
+            h.update(repr((str(p), st and st.st_size, st and st.st_mtime_ns)).encode())
+    return h.hexdigest()[:12]
 
-    path = cache_dir() / f"{_model_key(model, meta)}.fp32.onnx"
+
+def cached_export(model: nn.Module, card: ModelCard) -> Path:
+    """The fp32 ONNX file of ``model``, exported once into the cache."""
+    path = cache_dir() / f"{_model_key(model, card)}.fp32.onnx"
     if path.is_file():
-        os.utime(path)  # most recently used: kept by _prune_cache
+        os.utime(path)  # most recently used: kept by prune_cache
     else:
         log.info("exporting the network to ONNX (once; cached as %s)", path)
-        export_module(model, meta, path)
-        _prune_cache()
+        export_module(model, card, path)
+        prune_cache()
     return path
 
 
-def _prune_cache(keep: int = CACHE_KEEP) -> None:
+def prune_cache(keep: int = CACHE_KEEP) -> None:
     """Delete all but the ``keep`` most recently used ONNX files of the cache."""
     files = sorted(cache_dir().glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in files[keep:]:
@@ -76,69 +117,40 @@ def _prune_cache(keep: int = CACHE_KEEP) -> None:
 
 
 def calibration_batches(
-    meta: dict[str, Any], n: int = 6, *, max_area: int = 384 * 512, seed: int = 0
-) -> tuple[list[np.ndarray], str]:
-    """Calibration inputs for int8 quantisation -> ([(1, 3, h, w) float32, ...], source).
+    images: Sequence[CalibrationImage],
+    card: ModelCard,
+    *,
+    n: int = 6,
+    max_area: int = CALIBRATION_AREA,
+) -> list[np.ndarray]:
+    """Calibration inputs for int8 quantisation: [(1, 3, h, w) float32, ...].
 
-    Images come from the model's training split (``train_config``: ``out/split.json``'s
-    "train" entries, else the ``images`` folder) when those files exist, else from
-    handseg's synthetic hands. They are resized to the model's input size (capped at
-    ``max_area`` pixels, same aspect) and normalised as the Predictor does.
+    The first ``n`` readable ``images`` (arrays, or paths read here; unreadable files are
+    skipped) are resized to the model's input size, capped at ``max_area`` pixels at the
+    same aspect, and normalised as the Predictor does. Raises :class:`HandsegError` when
+    none is usable.
     """
-    import cv2
-
-    th, tw = (int(v) for v in meta.get("input_size", (384, 512)))
+    th, tw = card.input_size
     s = min(1.0, (max_area / (th * tw)) ** 0.5)
     h, w = max(32, round(th * s)), max(32, round(tw * s))
-    norm = meta.get("normalization", {})
-    mean = np.asarray(norm.get("mean", (0.485, 0.456, 0.406)), np.float32)
-    std = np.asarray(norm.get("std", (0.229, 0.224, 0.225)), np.float32)
-
-    def prep(img: np.ndarray) -> np.ndarray:  # (H, W, 3) uint8 -> (1, 3, h, w)
-        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-        x = (img.astype(np.float32) / 255.0 - mean) / std
-        return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-
-    paths = training_images(meta.get("train_config") or {})
-    if paths:
-        out = []
-        for p in paths[: 4 * n]:
-            try:
-                out.append(prep(read_image(p)))
-            except Exception:  # unreadable file: try the next
-                continue
-            if len(out) == n:
-                break
-        if out:
-            return out, f"{len(out)} training images"
-    try:
-        rng = np.random.default_rng(seed)
-        return [prep(render_sample(rng, (h, w))[0]) for _ in range(n)], f"{n} synthetic hands"
-    except ImportError:
-        rng = np.random.default_rng(seed)
-        noise = [rng.normal(0, 1, (1, 3, h, w)).astype(np.float32) for _ in range(n)]
-        return noise, f"{n} noise images"
-
-
-def training_images(train_config: dict[str, Any]) -> list[Path]:
-    """Training photos named by a model's stored training options (those that exist)."""
-    split = None
-    if train_config.get("split"):
-        split = Path(str(train_config["split"]))
-    elif train_config.get("out"):
-        split = Path(str(train_config["out"])) / "split.json"
-    try:
-        if split is not None and split.is_file():
-            doc = json.loads(split.read_text())
-            base = Path(doc.get("images_dir") or "")
-            paths = [Path(e["image"]) for e in doc.get("train", [])]
-            paths = [p if p.is_absolute() else base / p for p in paths]
-            return [p for p in paths if p.is_file()]
-        if train_config.get("images") and Path(str(train_config["images"])).is_dir():
-            return list_images(train_config["images"])
-    except Exception:  # stale or foreign paths: calibrate on synthetic data instead
-        return []
-    return []
+    out: list[np.ndarray] = []
+    for image in images:
+        try:
+            arr = image if isinstance(image, np.ndarray) else read_image(image)
+        except HandsegError as exc:  # an unreadable file: try the next
+            log.debug("calibration: skipping %s", exc)
+            continue
+        if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+            raise HandsegError(
+                f"calibration images must be HxWx3 uint8 RGB arrays, got {arr.dtype} {arr.shape}"
+            )
+        arr = cv2.resize(arr, (w, h), interpolation=cv2.INTER_AREA)
+        out.append(normalize(arr, card.mean, card.std)[None])  # (1, 3, h, w)
+        if len(out) == n:
+            break
+    if not out:
+        raise HandsegError("int8 calibration: none of the calibration images could be read")
+    return out
 
 
 def _exclude_tail(proto: Any) -> list[str]:
@@ -151,21 +163,18 @@ def _exclude_tail(proto: Any) -> list[str]:
 def quantize_int8(
     fp32_path: str | Path,
     out_path: str | Path,
-    meta: dict[str, Any],
+    card: ModelCard,
+    calibration: Sequence[CalibrationImage],
     *,
-    calibration: list[np.ndarray] | None = None,
     fp32_tail: bool = True,
 ) -> Path:
     """Statically quantise an exported handseg ONNX file to int8 QDQ (atomic write).
 
-    Weights int8 per channel, activations uint8 (MinMax calibration over ``calibration``
-    batches, default :func:`calibration_batches`); with ``fp32_tail`` the classifier and
-    the final upsampling stay fp32. The handseg metadata is copied with
-    ``handseg.precision = "int8"``.
+    Weights int8 per channel, activations uint8 (MinMax calibration over
+    :func:`calibration_batches` of ``calibration``); with ``fp32_tail`` the classifier and
+    the final upsampling stay fp32. The card is written with ``handseg.precision = "int8"``.
     """
-    import tempfile
-
-    import onnx
+    import onnx  # heavy, optional: only where a file is quantised
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -173,13 +182,12 @@ def quantize_int8(
         quantize_static,
     )
 
-    if calibration is None:
-        calibration, source = calibration_batches(meta)
-        log.info("int8 calibration on %s", source)
+    batches = calibration_batches(calibration, card)
+    log.info("int8 calibration on %d image(s)", len(batches))
 
     class _Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self._it = iter(calibration)
+            self._it = iter(batches)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             x = next(self._it, None)
@@ -187,8 +195,7 @@ def quantize_int8(
 
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    src = onnx.load(str(fp32_path))
-    exclude = _exclude_tail(src) if fp32_tail else []
+    exclude = _exclude_tail(onnx.load(str(fp32_path))) if fp32_tail else []
     with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp, _quiet_root_logger():
         tmp_q = Path(tmp) / "q.onnx"
         quantize_static(
@@ -203,7 +210,7 @@ def quantize_int8(
             extra_options={"CalibTensorRangeSymmetric": False},
         )
         q = onnx.load(str(tmp_q))
-        set_metadata(q, meta, "int8")
+        set_metadata(q, card, "int8")
         save_proto(q, out_path)
     return out_path
 
@@ -220,24 +227,25 @@ def _quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def cached_int8(source: nn.Module | Path, meta: dict[str, Any]) -> Path:
+def cached_int8(
+    source: nn.Module | Path, card: ModelCard, calibration: Sequence[CalibrationImage]
+) -> Path:
     """The int8 file of a network (``torch.nn.Module``) or an fp32 ONNX file, quantised
-    once into the cache. For a network the intermediate fp32 export is not kept."""
-    import tempfile
-
+    once per calibration set into the cache. For a network the intermediate fp32 export
+    is not kept."""
     is_file = isinstance(source, Path)
-    key = _file_key(source) if is_file else _model_key(source, meta)
-    path = cache_dir() / f"{key}.int8.onnx"
+    key = _file_key(source) if is_file else _model_key(source, card)
+    path = cache_dir() / f"{key}-{_calibration_key(calibration)}.int8.onnx"
     if path.is_file():
-        os.utime(path)  # most recently used: kept by _prune_cache
+        os.utime(path)  # most recently used: kept by prune_cache
         return path
     log.info("quantising the network to int8 (once; cached as %s)", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if is_file:
-        quantize_int8(source, path, meta)
+        quantize_int8(source, path, card, calibration)
     else:
         with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            fp32 = export_module(source, meta, Path(tmp) / "fp32.onnx")
-            quantize_int8(fp32, path, meta)
-    _prune_cache()
+            fp32 = export_module(source, card, Path(tmp) / "fp32.onnx")
+            quantize_int8(fp32, path, card, calibration)
+    prune_cache()
     return path

@@ -1,16 +1,18 @@
 """The ``model.pt`` file: a self-describing, weights-only checkpoint.
 
 It holds plain containers and tensors only, so it loads with
-``torch.load(weights_only=True)``: reading a model file never runs code from it.
+``torch.load(weights_only=True)``: reading a model file never runs code from it. The
+layout is the :class:`~handseg.model.card.ModelCard`'s (see :mod:`handseg.model.card`)
+plus the weights::
 
-    {"format": "handseg-model", "format_version": 1,
-     "model": ModelConfig dict, "state_dict": {...}, "classes": [...],
-     "normalization": {"mean": [...], "std": [...]}, "input_size": [H, W],
-     "train_config": {...}, "backbone_weights": str, "metrics": {...}, "versions": {...}}
+    {"format": "handseg-model", "format_version": 1, "model": {...}, "state_dict": {...},
+     "classes": [...], "normalization": {...}, "input_size": [H, W], "train_config": {...},
+     "backbone_weights": str, "metrics": {...}, "versions": {...}}
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import zipfile
 from pathlib import Path
@@ -20,15 +22,16 @@ import torch
 
 from handseg.core.constants import __version__
 from handseg.core.errors import HandsegError
-from handseg.core.io import atomic_torch_save as save
-from handseg.model.network import HandSegNet, ModelConfig
+from handseg.core.io import atomic_torch_save
+from handseg.model.card import FORMAT, FORMAT_VERSION, ModelCard
+from handseg.model.network import HandSegNet
 
-FORMAT = "handseg-model"
-FORMAT_VERSION = 1
+__all__ = ["FORMAT", "FORMAT_VERSION", "read_model_file", "save_model_file", "versions"]
 
 
 def versions() -> dict[str, str]:
-    import lightning
+    """handseg's and its main libraries' versions in this process."""
+    import lightning  # heavy: imported only when a model file is written
     import segmentation_models_pytorch as smp
     import torchvision
 
@@ -41,73 +44,61 @@ def versions() -> dict[str, str]:
     }
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``:
-    an interruption leaves either the old file or the new one, never half a file; a full
-    disk raises :class:`HandsegError` naming ``path`` (see :mod:`handseg.io_safety`)."""
-
-    return save(obj, path)
-
-
 def save_model_file(
-    path: str | Path,
-    model: HandSegNet,
-    *,
-    classes: tuple[str, ...] | list[str],
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    input_size: tuple[int, int],
-    train_config: dict[str, Any] | None = None,
-    backbone_weights: str = "none",
-    metrics: dict[str, Any] | None = None,
+    path: str | Path, model: HandSegNet, card: ModelCard | None = None, **fields: Any
 ) -> Path:
+    """Write ``model.pt`` (atomically: an interruption leaves the old file or the new one).
+
+    Args:
+        path: the file to write.
+        model: the network; its weights (moved to the CPU) and its architecture
+            (``model.cfg``) are stored.
+        card: the model's card (default: :class:`ModelCard`'s defaults).
+        fields: card fields to set on top of ``card`` (``classes``, ``mean``, ``std``,
+            ``input_size``, ``train_config``, ``backbone_weights``, ``metrics``).
+
+    The card's ``versions`` are this process's (:func:`versions`).
+    """
+    card = dataclasses.replace(
+        card or ModelCard(), **fields, architecture=model.cfg, versions=versions()
+    )
+    layout = card.to_dict()
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    obj = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "model": _plain(model.cfg.to_dict()),
-        "state_dict": state,
-        "classes": _plain(list(classes)),
-        "normalization": {"mean": _plain(list(mean)), "std": _plain(list(std))},
-        "input_size": _plain(list(input_size)),
-        "train_config": _plain(train_config or {}),
-        "backbone_weights": str(backbone_weights),
-        "metrics": _plain(metrics or {}),
-        "versions": versions(),
-    }
+    head = ("format", "format_version", "model")
+    obj = {k: layout[k] for k in head} | {"state_dict": state}
+    obj |= {k: v for k, v in layout.items() if k not in head}
     return atomic_torch_save(obj, path)
-
-
-def _plain(x: Any) -> Any:
-    """Keep only types the weights-only unpickler accepts."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, bool) or x is None:
-        return x
-    if isinstance(x, str):
-        return str(x)
-    if isinstance(x, int):
-        return int(x)
-    if isinstance(x, float):
-        return float(x)
-    if hasattr(x, "item"):
-        return x.item()
-    return str(x)
 
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
-def read_model_file(path: str | Path) -> tuple[HandSegNet, dict[str, Any]]:
-    """Load ``model.pt`` -> (model in eval mode on the CPU, metadata without the weights)."""
+def read_model_file(path: str | Path) -> tuple[HandSegNet, ModelCard]:
+    """Load ``model.pt`` (or a run folder holding one) -> (network in eval mode on the CPU,
+    its card). Anything that is not a handseg model file raises :class:`HandsegError`."""
     path = Path(path)
     if path.is_dir() and (path / "model.pt").is_file():
         path = path / "model.pt"
     if not path.is_file():
         raise HandsegError(f"model file {path} does not exist (pass RUN/model.pt)")
+    obj = _load_checked(path)
+    try:
+        card = ModelCard.from_dict(obj)
+    except HandsegError as exc:
+        raise HandsegError(f"{path}: {exc}") from None
+    try:
+        model = HandSegNet(card.architecture)
+        model.load_state_dict(obj["state_dict"], strict=True)
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise HandsegError(
+            f"{path}: the weights do not fit the stored architecture ({_first_line(exc)})"
+        ) from None
+    return model.eval(), card
+
+
+def _load_checked(path: Path) -> dict[str, Any]:
+    """The unpickled file (weights only), after checking its format marker and version."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -126,18 +117,13 @@ def read_model_file(path: str | Path) -> tuple[HandSegNet, dict[str, Any]]:
         )
     version = obj.get("format_version")
     if version != FORMAT_VERSION:
+        written_by = obj.get("versions", {}).get("handseg", "unknown")
         raise HandsegError(
             f"{path} has model format version {version}, this handseg reads version "
-            f"{FORMAT_VERSION}; retrain or use the handseg version that wrote it "
-            f"({obj.get('versions', {}).get('handseg', 'unknown')})"
+            f"{FORMAT_VERSION}; retrain or use the handseg version that wrote it ({written_by})"
         )
-    try:
-        model = HandSegNet(ModelConfig.from_dict(obj["model"]))
-        model.load_state_dict(obj["state_dict"], strict=True)
-    except (KeyError, RuntimeError, TypeError) as exc:
+    if not isinstance(obj.get("model"), dict):
         raise HandsegError(
-            f"{path}: the weights do not fit the stored architecture ({_first_line(exc)})"
-        ) from None
-    model.eval()
-    meta = {k: v for k, v in obj.items() if k != "state_dict"}
-    return model, meta
+            f"{path}: the weights do not fit the stored architecture (no 'model' entry)"
+        )
+    return obj
