@@ -6,14 +6,18 @@ are missing (``make test`` installs both, so CI runs them).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from handseg.core.errors import HandsegError
 from handseg.infer import detect
 from handseg.infer.detect import Hand
 from handseg.infer.hand_models import find_hand_models
-from handseg.infer.pipeline import HandPipeline, box_region, split_instances
+from handseg.infer.media import predict_paths
+from handseg.infer.pipeline import HandPipeline, HandSegmenter, box_region, split_instances
 from handseg.infer.refine import landmark_mask
 
 
@@ -154,3 +158,40 @@ def test_real_detector_finds_nothing_on_hand_free_images():
     for image in (blank, noise):
         assert detector(image) == []
         assert HandPipeline(refine="grabcut", detector=detector)(image).mask.sum() == 0
+
+
+def test_predict_folder_with_instances_writes_one_mask_per_hand_and_json(tmp_path):
+    hands = [_hand(30, 70, scale=8, label="left"), _hand(110, 70, scale=8)]
+    seg = HandSegmenter(HandPipeline(refine="landmarks", detector=FakeDetector(hands)))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a", "b"):
+        Image.fromarray(np.full((100, 150, 3), 90, np.uint8)).save(photos / f"{name}.png")
+    records = predict_paths(
+        seg, sorted(photos.iterdir()), tmp_path / "out", instances=True, progress=False
+    )
+    assert [r["ok"] for r in records] == [True, True]
+    doc = json.loads((tmp_path / "out" / "a_hands.json").read_text())
+    assert doc["image_size"] == [100, 150] and len(doc["hands"]) == 2
+    first = doc["hands"][0]
+    assert first["handedness"] == "left" and first["mask"] == "a_hand0.png"
+    whole = np.asarray(Image.open(tmp_path / "out" / "a_mask.png")) > 0
+    parts = [np.asarray(Image.open(tmp_path / "out" / f"a_hand{i}.png")) > 0 for i in (0, 1)]
+    np.testing.assert_array_equal(parts[0] | parts[1], whole)
+    assert not (parts[0] & parts[1]).any()
+
+
+def test_instances_without_the_detector_is_a_clear_error(tmp_path):
+    class Plain:
+        def predict_many(self, images, batch_size=4):
+            yield from (np.zeros(i.shape[:2], np.uint8) for i in images)
+
+    with pytest.raises(HandsegError, match="--detector mediapipe"):
+        predict_paths(Plain(), [], tmp_path, instances=True)
+
+
+def test_video_frames_use_the_real_time_settings():
+    seg = HandSegmenter(HandPipeline(refine="grabcut", detector=FakeDetector([])))
+    video = seg.for_video()
+    assert (video.pipeline.mode, video.pipeline.refine) == ("fast", "color")
+    assert video.pipeline.detector is seg.pipeline.detector

@@ -23,7 +23,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from handseg.core.constants import IMAGE_EXTS, VIDEO_EXTS
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import natural_key, read_image
-from handseg.core.io import atomic_save_image
+from handseg.core.io import atomic_save_image, atomic_write_json
 from handseg.core.viz import overlay, save_mask_png
 from handseg.infer.predictor import Predictor
 
@@ -151,6 +151,18 @@ def _write_overlay(image: np.ndarray, mask: np.ndarray, path: Path) -> None:
     atomic_save_image(overlay(image, mask), path, quality=90)
 
 
+def write_instances(result: Any, out: Path, stem: str) -> Path:
+    """``<stem>_hand<i>.png`` (0/255) per hand and ``<stem>_hands.json``: for each hand its
+    box (x0, y0, x1, y1 px), handedness (the person's left/right), scores, 21 landmarks
+    and mask file; ``[]`` when no hand was found."""
+    hands = []
+    for i, (hand, mask) in enumerate(zip(result.hands, result.instances)):
+        path = save_mask_png(mask, out / f"{stem}_hand{i}.png")
+        hands.append({"index": i, "mask": path.name, **hand.to_json()})
+    doc = {"image_size": list(result.mask.shape), "hands": hands}
+    return atomic_write_json(out / f"{stem}_hands.json", doc)
+
+
 def predict_paths(
     predictor: Predictor,
     paths: Sequence[str | Path],
@@ -159,9 +171,12 @@ def predict_paths(
     batch_size: int = 4,
     overlay: bool = True,
     progress: bool = True,
+    instances: bool = False,
 ) -> list[dict[str, Any]]:
     """Predict every image file and write ``<stem>_mask.png`` (0/255) and
     ``<stem>_overlay.jpg`` into ``out_dir``, both at the image's own resolution.
+    ``instances`` (a predictor with the hand detector only) also writes one
+    ``<stem>_hand<i>.png`` per hand and ``<stem>_hands.json`` (:func:`write_instances`).
 
     Two inputs with the same stem get ``<stem>-1``, ``<stem>-2`` ... instead of overwriting
     each other (logged). An unreadable file gets a one-line warning and is skipped.
@@ -171,6 +186,8 @@ def predict_paths(
         "overlay": Path | None, "size": (H, W), "hand_fraction": float}`` for successes,
         ``{"input": Path, "ok": False, "error": str}`` for failures.
     """
+    if instances and not hasattr(predictor, "last"):
+        raise HandsegError("--instances needs the hand detector: add --detector mediapipe")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = _Names()
@@ -213,6 +230,8 @@ def predict_paths(
                 "size": tuple(mask.shape),
                 "hand_fraction": float(mask.mean()),
             }
+            if instances:
+                records[i]["hands"] = write_instances(predictor.last, out, stem)
             bar.update(1)
     return [records[i] for i in sorted(records)]
 
@@ -390,6 +409,7 @@ def predict_inputs(
     batch_size: int = 4,
     overlay: bool = True,
     progress: bool = True,
+    instances: bool = False,
 ) -> list[dict[str, Any]]:
     """``handseg predict``: expand ``inputs`` (:func:`expand_inputs`), write masks and
     overlays for the images (:func:`predict_paths`) and ``<stem>_overlay.mp4`` for each
@@ -404,12 +424,20 @@ def predict_inputs(
     videos = [p for p in paths if is_video(p)]
     records = (
         predict_paths(
-            predictor, images, out_dir, batch_size=batch_size, overlay=overlay, progress=progress
+            predictor,
+            images,
+            out_dir,
+            batch_size=batch_size,
+            overlay=overlay,
+            progress=progress,
+            instances=instances,
         )
         if images
         else []
     )
     names = _Names()
+    if videos and hasattr(predictor, "for_video"):  # the detector's real-time settings
+        predictor = predictor.for_video()
     for v in videos:
         out = Path(out_dir) / f"{names.take(v.stem)}_overlay.mp4"
         try:
