@@ -194,4 +194,5 @@ def test_video_frames_use_the_real_time_settings():
     seg = HandSegmenter(HandPipeline(refine="grabcut", detector=FakeDetector([])))
     video = seg.for_video()
     assert (video.pipeline.mode, video.pipeline.refine) == ("fast", "color")
+    assert video.pipeline.tracking and not seg.pipeline.tracking
     assert video.pipeline.detector is seg.pipeline.detector

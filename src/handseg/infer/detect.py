@@ -27,6 +27,7 @@ them, in :mod:`handseg.infer.refine`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -361,26 +362,64 @@ class HandDetector:
             if lboxes and (_iou(lb, np.array(lboxes)) > 0.4).any():
                 continue
             lboxes.append(lb)
-            # The model labels hands as if the photo were mirrored (selfie view):
-            # its "Left" is a right hand in an ordinary (unmirrored) photo.
-            mp_label = "left" if left_prob >= 0.5 else "right"
-            if mirrored:
-                label = mp_label
-            else:
-                label = "right" if mp_label == "left" else "left"
-            x0, y0 = np.clip(lm[:, 0].min(), 0, w), np.clip(lm[:, 1].min(), 0, h)
-            x1, y1 = np.clip(lm[:, 0].max(), 0, w), np.clip(lm[:, 1].max(), 0, h)
-            hands.append(
-                Hand(
-                    landmarks=lm,
-                    box=(float(x0), float(y0), float(x1), float(y1)),
-                    handedness=label,
-                    handedness_score=max(left_prob, 1 - left_prob),
-                    score=float(sc),
-                    presence=presence,
-                )
-            )
+            hands.append(_make_hand(lm, presence, left_prob, float(sc), (h, w), mirrored))
         return hands
+
+    def track(
+        self,
+        rgb_uint8: np.ndarray,
+        previous: Sequence[Hand],
+        *,
+        redetect: bool = False,
+        **options: Any,
+    ) -> list[Hand]:
+        """Video mode, as MediaPipe's tracking graph: follow each hand of the previous frame
+        with the landmark model alone (on the ROI of its previous landmarks), and run palm
+        detection when no hand was followed, and on ``redetect`` frames when fewer than
+        ``max_hands`` were. Saves the palm model on most frames."""
+        rgb = np.ascontiguousarray(rgb_uint8)
+        h, w = rgb.shape[:2]
+        max_hands = int(options.get("max_hands", 2))
+        min_presence = float(options.get("min_presence", 0.5))
+        mirrored = bool(options.get("mirrored", False))
+        kept: list[Hand] = []
+        for prev in previous[:max_hands]:
+            lm, presence, left_prob = self._landmarks(rgb, self._landmark_roi(prev.landmarks))
+            if presence >= min_presence:
+                kept.append(_make_hand(lm, presence, left_prob, prev.score, (h, w), mirrored))
+        if (redetect or not kept) and len(kept) < max_hands:
+            boxes = np.array([k.box for k in kept]) if kept else None
+            for hand in self(rgb, **options):
+                if len(kept) >= max_hands:
+                    break
+                if boxes is None or not (_iou(np.array(hand.box), boxes) > 0.3).any():
+                    kept.append(hand)
+        return kept
+
+
+def _make_hand(
+    lm: np.ndarray,
+    presence: float,
+    left_prob: float,
+    score: float,
+    shape: tuple[int, int],
+    mirrored: bool,
+) -> Hand:
+    h, w = shape
+    # The model labels hands as if the photo were mirrored (selfie view): its "Left" is
+    # a right hand in an ordinary (unmirrored) photo.
+    mp_label = "left" if left_prob >= 0.5 else "right"
+    label = mp_label if mirrored else ("right" if mp_label == "left" else "left")
+    x0, y0 = np.clip(lm[:, 0].min(), 0, w), np.clip(lm[:, 1].min(), 0, h)
+    x1, y1 = np.clip(lm[:, 0].max(), 0, w), np.clip(lm[:, 1].max(), 0, h)
+    return Hand(
+        landmarks=lm,
+        box=(float(x0), float(y0), float(x1), float(y1)),
+        handedness=label,
+        handedness_score=max(left_prob, 1 - left_prob),
+        score=score,
+        presence=presence,
+    )
 
 
 # Detector settings, measured on hands-wild (BENCHMARKS.md, "Hands in photos from anywhere").

@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 DETECTORS = ("none", "mediapipe")
 REFINERS = ("color", "grabcut", "landmarks", "network")
+REDETECT_EVERY = 10
+"""Video: palm detection every this many frames when fewer hands than wanted are followed."""
 BOX_MARGIN = 0.25
 """Margin around a hand's landmark box, in palm lengths, inside which a network may paint."""
 
@@ -116,6 +118,7 @@ class HandPipeline:
         network: Callable[[np.ndarray], np.ndarray] | None = None,
         detector: HandDetector | None = None,
         threads: int | None = None,
+        tracking: bool = False,
     ) -> None:
         if refine not in REFINERS:
             raise HandsegError(f"unknown refiner {refine!r}; choose from {', '.join(REFINERS)}")
@@ -126,11 +129,20 @@ class HandPipeline:
                 f"unknown detector mode {mode!r}; choose from {', '.join(DETECTOR_MODES)}"
             )
         self.refine, self.mode = refine, mode
+        self.tracking = tracking  # video: follow the previous frame's hands
+        self._previous: list[Hand] = []
+        self._frame = 0
         self.network = network
         self.detector = detector or HandDetector(num_threads=threads)
 
     def hands(self, rgb: np.ndarray) -> list[Hand]:
-        return self.detector(rgb, **DETECTOR_MODES[self.mode])
+        options = DETECTOR_MODES[self.mode]
+        if not self.tracking:
+            return self.detector(rgb, **options)
+        redetect = self._frame % REDETECT_EVERY == 0
+        self._previous = self.detector.track(rgb, self._previous, redetect=redetect, **options)
+        self._frame += 1
+        return self._previous
 
     def __call__(self, rgb: np.ndarray) -> HandResult:
         hands = self.hands(rgb)
@@ -156,7 +168,8 @@ class HandSegmenter:
     (hands, per-hand masks) for ``handseg predict --instances``.
 
     Photos use ``mode`` / ``refine``; :meth:`for_video` gives the real-time variant
-    (``fast`` detection + the ``color`` refiner, measured at >= 25 frames/s on 640 x 480).
+    (``fast`` detection, hands followed from frame to frame as MediaPipe's video mode does,
+    and the ``color`` refiner).
     """
 
     classes = ("background", "hand")
@@ -186,7 +199,9 @@ class HandSegmenter:
     def for_video(self) -> HandSegmenter:
         p = self.pipeline
         refine = p.refine if p.refine == "network" else "color"
-        fast = HandPipeline(refine=refine, mode="fast", network=p.network, detector=p.detector)
+        fast = HandPipeline(
+            refine=refine, mode="fast", network=p.network, detector=p.detector, tracking=True
+        )
         return HandSegmenter(fast)
 
 
