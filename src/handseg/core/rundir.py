@@ -105,11 +105,21 @@ class RunDir:
             return {}
         try:
             data = yaml.safe_load(self.config.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise HandsegError(f"cannot read {self.config}: {exc}") from exc
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise HandsegError(f"cannot read {self.config}: {reason}") from None
         if not isinstance(data, dict):
             raise HandsegError(f"{self.config} is not a mapping of option: value")
         return data
+
+    def hand_value(self) -> str | None:
+        """The mask value the run was told means hand, as text; None when unset, or when
+        ``config.yaml`` is missing or unreadable (an untrusted file is ignored, not run)."""
+        try:
+            value = self.read_config().get("hand_value")
+        except HandsegError:
+            return None
+        return None if value is None else str(value)
 
     def __fspath__(self) -> str:
         return str(self.path)

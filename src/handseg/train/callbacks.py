@@ -1,33 +1,42 @@
-"""train.callbacks."""
+"""Training callbacks and checkpoint plumbing: the history (metrics.csv and its plot), the
+resumable epoch sampler, atomic checkpoint writes and the check of a checkpoint to resume."""
 
 from __future__ import annotations
 
 import csv
 import logging
+import pickle
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.utilities.seed import seed_everything
 
 from handseg.core.errors import HandsegError
 from handseg.core.io import atomic_torch_save, atomic_write
+from handseg.core.rundir import RunDir
 from handseg.core.viz import training_progress_figure
-from handseg.train.module import lightning_api
+
+__all__ = ["EpochSampler", "History", "check_resume_checkpoint", "checkpoint_io"]
 
 log = logging.getLogger(__name__)
 
 
-class History(lightning_api().Callback):
-    """Writes ``metrics.csv`` and ``training-progress.png`` after every epoch.
+class History(pl.Callback):
+    """Writes ``metrics.csv`` and ``training-progress.png`` of the run folder ``out`` after
+    every epoch.
 
     Its rows travel inside the checkpoints, so a resumed run continues the same history.
     """
 
     fields = ("epoch", "step", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "time_s")
 
-    def __init__(self, out: Path, plot: bool = True):
-        self.out = out
+    def __init__(self, out: RunDir | Path, plot: bool = True):
+        self.run = RunDir(out)
         self.plot = plot
         self.rows: list[dict[str, Any]] = []
         self._t0 = time.perf_counter()
@@ -69,14 +78,13 @@ class History(lightning_api().Callback):
             self.write()
 
     def write(self) -> None:
-
-        with atomic_write(self.out / "metrics.csv", "w", newline="") as f:
+        with atomic_write(self.run.history, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.fields, restval="")
             w.writeheader()
             w.writerows(self.rows)
         if self.plot and self.rows:
             try:
-                training_progress_figure(self.rows, self.out / "training-progress.png")
+                training_progress_figure(self.rows, self.run.progress_plot)
             except Exception as exc:  # a plot must never stop training
                 log.warning("could not draw the training-progress plot: %s", exc)
 
@@ -112,8 +120,6 @@ class EpochSampler(torch.utils.data.Sampler):
         return self.n
 
     def __iter__(self):
-        from lightning.fabric.utilities.seed import seed_everything
-
         seed = self.seed * 1000 + self.epoch
         seed_everything(seed, workers=True, verbose=False)
         g = torch.Generator().manual_seed(seed)
@@ -124,21 +130,16 @@ def checkpoint_io():
     """Lightning checkpoints through handseg's atomic writer: a temporary file next to the
     target, fsync, rename (a kill mid-write leaves the previous checkpoint intact, whatever
     file system ``$TMPDIR`` is on); a full disk becomes a one-line error."""
-    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-
-    class _AtomicCheckpointIO(TorchCheckpointIO):
-        def save_checkpoint(self, checkpoint, path, storage_options=None):
-
-            atomic_torch_save(checkpoint, path)
-
     return _AtomicCheckpointIO()
+
+
+class _AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint, path, storage_options=None):
+        atomic_torch_save(checkpoint, path)
 
 
 def check_resume_checkpoint(path: Path) -> None:
     """Refuse a checkpoint that would run code when unpickled, before Lightning opens it."""
-    import pickle
-    import zipfile
-
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

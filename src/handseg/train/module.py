@@ -1,10 +1,11 @@
-"""train.module."""
+"""The Lightning module: loss, optimiser parameter groups, learning-rate schedules."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -102,13 +103,7 @@ def class_weights_for(masks_loader, num_classes: int = 2) -> np.ndarray:
     return median_frequency_weights(pix, img)
 
 
-def lightning_api():
-    import lightning.pytorch as pl
-
-    return pl
-
-
-class SegModule(lightning_api().LightningModule):
+class SegModule(pl.LightningModule):
     """Weighted pixel cross-entropy (plus a soft Dice term with ``loss: ce+dice``) on
     :class:`HandSegNet`; validation loss is the pixel-weighted mean cross-entropy over the
     whole validation set (sums reduced across processes)."""

@@ -1,34 +1,38 @@
 """``handseg train``: the seed workflow's training run on Lightning.
 
-Run directory (``cfg.out``)::
-
-    config.yaml            resolved options (defaults < preset < --config < flags)
-    split.json             which files went to train / val / test
-    checkpoints/last.ckpt  the last epoch, for --resume
-    checkpoints/best.ckpt  the best validation loss so far
-    metrics.csv            training loss/accuracy per iteration, validation per epoch
-    training-progress.png  MATLAB-style training-progress plot
-    model.pt               self-describing best-validation network (weights_only loadable)
-    test/                  metrics.json, per-image.csv, confusion.png on the test split
+:func:`train` runs named steps: prepare the run folder, the data, the model and the trainer;
+fit; save the model; evaluate the test split. The run folder's files are those of
+:class:`handseg.core.rundir.RunDir` (config.yaml, split.json, checkpoints/, metrics.csv,
+training-progress.png, model.pt, test/).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
 import time
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from tqdm.auto import tqdm
 
-from handseg.core.config import TrainConfig, save_config
+from handseg.core.config import TrainConfig, resolve_config, save_config
 from handseg.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from handseg.core.device import accelerator, training_precision
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import fit_mask_to_image, read_mask
 from handseg.core.io import write_error
+from handseg.core.rundir import RunDir
 from handseg.data.dataset import SegDataset
 from handseg.data.pairs import find_pairs
 from handseg.data.split import load_split, make_split, save_split
@@ -42,7 +46,94 @@ from handseg.synth.hands import SyntheticDataset
 from handseg.train.callbacks import EpochSampler, History, check_resume_checkpoint, checkpoint_io
 from handseg.train.module import NonFiniteLossError, SegModule, class_weights_for, model_config_for
 
+__all__ = [
+    "RECORDED_FACTS",
+    "SYNTHETIC_SEED_OFFSET",
+    "augment_options",
+    "is_rank_zero",
+    "resume_options",
+    "train",
+    "train_from_options",
+    "with_synthetic",
+]
+
 log = logging.getLogger(__name__)
+
+RECORDED_FACTS = ("backbone_weights_used", "class_weights")
+"""Keys that config.yaml holds beside the options: facts of the run, recorded after the
+options were resolved (not options, so a resumed run does not read them back)."""
+SYNTHETIC_SEED_OFFSET = 1_000_003
+"""Added to the training seed for the synthetic hands of ``--synthetic-fraction``."""
+
+
+def train_from_options(
+    options: dict[str, Any],
+    *,
+    config_file: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """``handseg train``: resolve ``options`` (None values are unset) over the preset and
+    ``config_file``, and train. ``resume=RUN`` continues RUN with its own options from
+    RUN/config.yaml, the options given now on top."""
+    if resume is not None:
+        given = {k: v for k, v in options.items() if v is not None}
+        options = resume_options(resume) | given | {"out": str(resume)}
+    return train(resolve_config(options, config_file), resume=resume is not None, progress=progress)
+
+
+def resume_options(run: str | Path) -> dict[str, Any]:
+    """The options RUN was trained with (its config.yaml without :data:`RECORDED_FACTS`)."""
+    run = RunDir(run)
+    if not run.config.is_file():
+        raise HandsegError(f"cannot resume: {run.config} does not exist")
+    options = run.read_config()
+    for key in RECORDED_FACTS:
+        options.pop(key, None)
+    return options
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
+    """Run one training; return the run folder (its files: :class:`RunDir`)."""
+    _quiet_lightning()
+    run, resume = _prepare_run_folder(cfg, resume)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    split = _prepare_data(cfg, run, resume)
+    _validate_files(split["train"] + split["val"], cfg, progress)
+    data = _build_loaders(cfg, split)
+    module, run_info = _build_model(cfg, run, resume, data)
+    fitting = _build_trainer(cfg, run, progress)
+    train_time = _fit(fitting, module, data, run, resume)
+    if not fitting.trainer.is_global_zero:
+        return run.path
+    fitting.history.write()
+    model = _save_model(cfg, run, module, fitting, run_info, train_time)
+    if cfg.evaluate_test and split.get("test"):
+        _evaluate_test(cfg, run, split["test"], model, progress)
+    return run.path
+
+
+# --- step 1: the run folder --------------------------------------------------------------
+
+
+def _prepare_run_folder(cfg: TrainConfig, resume: bool) -> tuple[RunDir, bool]:
+    """A writable run folder; whether there is a checkpoint to resume from."""
+    run = RunDir(cfg.out)
+    _check_writable(run.path)
+    if resume and not run.last_checkpoint.exists():
+        if not run.config.exists():
+            raise HandsegError(
+                f"cannot resume: {run} holds no run (no config.yaml); start a new run"
+            )
+        log.warning(
+            "%s does not exist (killed in the first epoch?): starting the run afresh",
+            run.last_checkpoint,
+        )
+        resume = False
+    if resume:
+        for stale in run.checkpoints.glob(".*.tmp*"):  # left by a kill during a checkpoint write
+            stale.unlink(missing_ok=True)
+    return run, resume
 
 
 def _check_writable(out: Path) -> None:
@@ -57,18 +148,13 @@ def _check_writable(out: Path) -> None:
         ) from None
 
 
-def _workers(cfg: TrainConfig) -> int:
-    if cfg.workers >= 0:
-        return cfg.workers
-    n = os.cpu_count() or 1
-    return 0 if n <= 2 else min(8, n // 2)
+# --- step 2: the data --------------------------------------------------------------------
 
 
-def _prepare_data(cfg: TrainConfig, out: Path, resume: bool):
-
-    split_path = out / "split.json"
-    if resume and split_path.exists():
-        split = load_split(split_path)
+def _prepare_data(cfg: TrainConfig, run: RunDir, resume: bool) -> dict[str, list]:
+    """The split: the run's own when resuming, else ``--split`` or a new one (saved)."""
+    if resume and run.split.exists():
+        split = load_split(run.split)
     else:
         if cfg.split:
             split = load_split(cfg.split, cfg.images, cfg.masks)
@@ -79,7 +165,7 @@ def _prepare_data(cfg: TrainConfig, out: Path, resume: bool):
         else:
             raise HandsegError("say where the data is: --images DIR --masks DIR (or --config FILE)")
         if is_rank_zero():  # every process draws the same split; one writes it
-            save_split(split, split_path, images_dir=cfg.images, masks_dir=cfg.masks,
+            save_split(split, run.split, images_dir=cfg.images, masks_dir=cfg.masks,
                        seed=cfg.seed, fractions=cfg.split_fractions)  # fmt: skip
     for name in ("train", "val"):
         if not split.get(name):
@@ -93,9 +179,6 @@ def _prepare_data(cfg: TrainConfig, out: Path, resume: bool):
 def _validate_files(pairs, cfg: TrainConfig, progress: bool = True) -> None:
     """Decode every mask (and the header of every image) before any training starts,
     so bad data is reported at once rather than in epoch 7."""
-    from PIL import Image
-    from tqdm.auto import tqdm
-
     for img_path, mask_path in tqdm(
         pairs, desc="check data", unit="pair", leave=False, disable=not progress
     ):
@@ -110,34 +193,17 @@ def _validate_files(pairs, cfg: TrainConfig, progress: bool = True) -> None:
         fit_mask_to_image(mask, (h, w), name=str(mask_path))
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
-    """Run one training; return the run directory. See the module docstring for its files."""
-    import lightning.pytorch as pl
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+@dataclass
+class _Data:
+    """The loaders, and what the model and optimiser need to know about the data."""
 
-    _quiet_lightning()
+    train: DataLoader
+    val: DataLoader
+    steps_per_epoch: int
+    class_weights: list[float] | None
 
-    out = Path(cfg.out)
-    _check_writable(out)
-    ckpt_dir = out / "checkpoints"
-    last_ckpt = ckpt_dir / "last.ckpt"
-    if resume and not last_ckpt.exists():
-        if not (out / "config.yaml").exists():
-            raise HandsegError(
-                f"cannot resume: {out} holds no run (no config.yaml); start a new run"
-            )
-        log.warning(
-            "%s does not exist (killed in the first epoch?): starting the run afresh", last_ckpt
-        )
-        resume = False
-    if resume:
-        for stale in ckpt_dir.glob(".*.tmp*"):  # left by a kill during a checkpoint write
-            stale.unlink(missing_ok=True)
 
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    split = _prepare_data(cfg, out, resume)
-    _validate_files(split["train"] + split["val"], cfg, progress)
-
+def _build_loaders(cfg: TrainConfig, split: dict[str, list]) -> _Data:
     size = tuple(cfg.image_size)
     transform = build_transform(list(cfg.augment), **augment_options(cfg))
     train_ds = SegDataset(
@@ -149,7 +215,6 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         masks = (train_ds.load_resized(i)[1] for i in range(len(split["train"])))
         weights = [float(w) for w in class_weights_for(masks, len(cfg.classes))]
         log.info("median-frequency class weights: %s", dict(zip(cfg.classes, weights)))
-
     train_ds = with_synthetic(train_ds, cfg)
 
     workers = _workers(cfg)
@@ -158,34 +223,103 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         "persistent_workers": workers > 0,
         "pin_memory": torch.cuda.is_available() and cfg.device != "cpu",
     }
-    train_dl = torch.utils.data.DataLoader(
-        train_ds,
-        batch_size=cfg.batch_size,
-        sampler=EpochSampler(len(train_ds), cfg.seed),  # shuffled every epoch, resumable
-        drop_last=False,
-        **loader_kw,
-    )
-    val_dl = torch.utils.data.DataLoader(val_ds, batch_size=cfg.batch_size, **loader_kw)
-    steps_per_epoch = max(
-        1, math.ceil(len(train_ds) / (cfg.batch_size * cfg.devices * cfg.num_nodes))
+    sampler = EpochSampler(len(train_ds), cfg.seed)  # shuffled every epoch, resumable
+    return _Data(
+        train=DataLoader(
+            train_ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=False, **loader_kw
+        ),
+        val=DataLoader(val_ds, batch_size=cfg.batch_size, **loader_kw),
+        steps_per_epoch=max(
+            1, math.ceil(len(train_ds) / (cfg.batch_size * cfg.devices * cfg.num_nodes))
+        ),
+        class_weights=weights,
     )
 
+
+def _workers(cfg: TrainConfig) -> int:
+    if cfg.workers >= 0:
+        return cfg.workers
+    n = os.cpu_count() or 1
+    return 0 if n <= 2 else min(8, n // 2)
+
+
+def augment_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The keyword options of :func:`build_transform` that ``cfg.augment`` needs."""
+    opts: dict[str, Any] = {}
+    if "background" in cfg.augment:
+        opts["backgrounds"] = cfg.backgrounds
+        opts["background_prob"] = cfg.background_prob
+        opts["camouflage_prob"] = cfg.camouflage_prob
+        opts["background_families"] = cfg.background_families or None
+    return opts
+
+
+def with_synthetic(ds: Dataset, cfg: TrainConfig) -> Dataset:
+    """``ds`` plus synthetic hands (a share ``cfg.synthetic_fraction`` of the whole), drawn
+    on the allowed background families and augmented like the real photos."""
+    if cfg.synthetic_fraction <= 0:
+        return ds
+
+    n = max(1, round(len(ds) * cfg.synthetic_fraction / (1 - cfg.synthetic_fraction)))
+    # a seed of its own: with cfg.seed the hands would repeat the first images of a data set
+    # that `handseg synth` wrote with the same seed, test images included
+    seed = cfg.seed + SYNTHETIC_SEED_OFFSET
+    synthetic = SyntheticDataset(
+        n,
+        tuple(cfg.image_size),
+        seed,
+        getattr(ds, "transform", None),
+        families=cfg.background_families or None,
+    )
+    return ConcatDataset([ds, synthetic])
+
+
+# --- step 3: the model -------------------------------------------------------------------
+
+
+def _build_model(
+    cfg: TrainConfig, run: RunDir, resume: bool, data: _Data
+) -> tuple[SegModule, dict[str, Any]]:
+    """The network in its Lightning module, and the run's config.yaml (written on a new run):
+    the options plus the facts :data:`RECORDED_FACTS`."""
     net = HandSegNet(model_config_for(cfg))
-    used = resolve_backbone_weights(net, cfg.backbone_weights) if not resume else None
-    if resume:
-        used = _previous_backbone(out)
-    module = SegModule(cfg, weights, net, steps_per_epoch)
+    if resume:  # the weights come from the checkpoint
+        used = _previous_backbone(run)
+    else:
+        used = resolve_backbone_weights(net, cfg.backbone_weights)
+    module = SegModule(cfg, data.class_weights, net, data.steps_per_epoch)
     if cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
-
-    run_info = cfg.to_dict() | {"backbone_weights_used": used, "class_weights": weights}
+    run_info = cfg.to_dict() | {"backbone_weights_used": used, "class_weights": data.class_weights}
     if not resume and is_rank_zero():
-        save_config(run_info, out / "config.yaml")
+        save_config(run_info, run.config)
+    return module, run_info
 
-    history = History(out)
-    checkpoint = ModelCheckpoint(
-        dirpath=ckpt_dir,
-        filename="best",
+
+def _previous_backbone(run: RunDir) -> str:
+    try:
+        return str(run.read_config()["backbone_weights_used"])
+    except (HandsegError, KeyError):
+        return "unknown"
+
+
+# --- step 4: the trainer -----------------------------------------------------------------
+
+
+@dataclass
+class _Fitting:
+    """The Lightning trainer and the callbacks whose results :func:`train` reads."""
+
+    trainer: pl.Trainer
+    best: ModelCheckpoint
+    history: History
+
+
+def _build_trainer(cfg: TrainConfig, run: RunDir, progress: bool) -> _Fitting:
+    history = History(run)
+    best = ModelCheckpoint(
+        dirpath=run.checkpoints,
+        filename=run.best_checkpoint.stem,
         monitor="val_loss",
         mode="min",
         save_top_k=1,
@@ -194,9 +328,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     # written every epoch (save_last=True only writes in epochs that improved val_loss);
     # after the best one, whose state must update first
     last = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
+        dirpath=run.checkpoints,
+        filename=run.last_checkpoint.stem,
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
     )
-    callbacks = [checkpoint, last, history]
+    callbacks: list[pl.Callback] = [best, last, history]
     if cfg.patience > 0:
         callbacks.append(
             EarlyStopping(
@@ -205,16 +343,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
                 patience=cfg.patience,
                 min_delta=0.0,
                 check_finite=True,
-            )
+            )  # fmt: skip
         )
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
+    acc = accelerator(cfg.device)
     trainer = pl.Trainer(
-        default_root_dir=out,
+        default_root_dir=run.path,
         max_epochs=cfg.epochs,
         max_steps=cfg.max_steps,
-        accelerator=accelerator(cfg.device),
-        devices=cfg.devices if accelerator(cfg.device) != "cpu" or cfg.devices > 1 else 1,
+        accelerator=acc,
+        devices=cfg.devices if acc != "cpu" or cfg.devices > 1 else 1,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
         precision=training_precision(cfg.device, cfg.precision),
@@ -228,84 +367,115 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
         deterministic=False,
         check_val_every_n_epoch=1,
     )
+    return _Fitting(trainer, best, history)
+
+
+# --- step 5: fit -------------------------------------------------------------------------
+
+
+def _fit(fitting: _Fitting, module: SegModule, data: _Data, run: RunDir, resume: bool) -> float:
+    """Train (from the last checkpoint when resuming); returns the seconds it took. A
+    non-finite loss or a full disk stops with one line that says what to do."""
     if resume:
-        check_resume_checkpoint(last_ckpt)
+        check_resume_checkpoint(run.last_checkpoint)
     t0 = time.perf_counter()
     try:
-        trainer.fit(
+        fitting.trainer.fit(
             module,
-            train_dl,
-            val_dl,
-            ckpt_path=str(last_ckpt) if resume else None,
+            data.train,
+            data.val,
+            ckpt_path=str(run.last_checkpoint) if resume else None,
             weights_only=True,  # a checkpoint never runs code
         )
     except NonFiniteLossError as exc:
-        history.write()
+        fitting.history.write()
         raise HandsegError(
-            f"training stopped: {exc}. The last good checkpoint is kept in {ckpt_dir}; "
+            f"training stopped: {exc}. The last good checkpoint is kept in {run.checkpoints}; "
             "lower the learning rate (--lr) or check the data"
         ) from None
     except (HandsegError, OSError) as exc:
-        import errno
-
         if isinstance(exc, OSError) and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         if isinstance(exc, OSError):
-            exc = write_error(ckpt_dir, exc)
+            exc = write_error(run.checkpoints, exc)
         raise HandsegError(
-            f"training stopped: {exc}. The last complete checkpoint is kept in {ckpt_dir}; "
-            f"free some space and run 'handseg train --resume {out}'"
+            f"training stopped: {exc}. The last complete checkpoint is kept in "
+            f"{run.checkpoints}; free some space and run 'handseg train --resume {run}'"
         ) from None
-    train_time = time.perf_counter() - t0
-    if not trainer.is_global_zero:
-        return out
-    history.write()
+    return time.perf_counter() - t0
 
-    best = checkpoint.best_model_path or str(last_ckpt)
+
+# --- steps 6 and 7: save the model, evaluate the test split -------------------------------
+
+
+@dataclass
+class _SavedModel:
+    """What model.pt holds: the network, its description and its metrics (updated by the
+    test evaluation, then saved again)."""
+
+    net: HandSegNet
+    meta: dict[str, Any]
+    metrics: dict[str, Any]
+
+    def save(self, run: RunDir) -> None:
+        save_model_file(run.model, self.net, metrics=self.metrics, **self.meta)
+
+
+def _save_model(
+    cfg: TrainConfig,
+    run: RunDir,
+    module: SegModule,
+    fitting: _Fitting,
+    run_info: dict[str, Any],
+    train_time: float,
+) -> _SavedModel:
+    """The best-validation weights (the last epoch's without a best checkpoint) -> model.pt."""
+    best = fitting.best.best_model_path or str(run.last_checkpoint)
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state, strict=False)
     net = module.net.to(memory_format=torch.contiguous_format).cpu().eval()
-    result: dict[str, Any] = {
-        "best_val_loss": float(checkpoint.best_model_score)
-        if checkpoint.best_model_score is not None
-        else None,
+    score = fitting.best.best_model_score
+    trainer = fitting.trainer
+    metrics: dict[str, Any] = {
+        "best_val_loss": float(score) if score is not None else None,
         "epochs_run": trainer.current_epoch,
         "stopped_early": bool(trainer.should_stop and trainer.current_epoch < cfg.epochs),
         "train_time_s": round(train_time, 1),
     }
-
     meta = {
         "classes": cfg.classes,
         "mean": IMAGENET_MEAN,
         "std": IMAGENET_STD,
-        "input_size": size,
+        "input_size": tuple(cfg.image_size),
         "train_config": run_info,
-        "backbone_weights": str(used),
+        "backbone_weights": str(run_info["backbone_weights_used"]),
     }
-    save_model_file(out / "model.pt", net, metrics=result, **meta)
+    model = _SavedModel(net, meta, metrics)
+    model.save(run)
+    return model
 
-    if cfg.evaluate_test and split.get("test"):
-        # the reference metrics of the exact network (no quantisation): fp32 eager PyTorch
-        predictor = load_model(out / "model.pt", runtime="torch", precision="fp32")
-        test = evaluate_model(
-            predictor,
-            split["test"],
-            hand_value=cfg.hand_value,
-            progress=progress,
-            desc="test split",
-        )
-        write_evaluation(test, out / "test")
-        result["test"] = test["dataset"] | {"hand_IoU": test["classes"][cfg.classes[1]]["IoU"]}
-        save_model_file(out / "model.pt", net, metrics=result, **meta)
-        log.info("test split (%d images):\n%s", len(split["test"]), format_metrics_tables(test))
-        log.info("test split: %s", headline(test))
-    return out
+
+def _evaluate_test(
+    cfg: TrainConfig, run: RunDir, pairs: list, model: _SavedModel, progress: bool
+) -> None:
+    """Test-split metrics -> test/ and into model.pt."""
+    # the reference metrics of the exact network (no quantisation): fp32 eager PyTorch
+    predictor = load_model(run.model, runtime="torch", precision="fp32")
+    test = evaluate_model(
+        predictor, pairs, hand_value=cfg.hand_value, progress=progress, desc="test split"
+    )
+    write_evaluation(test, run.test)
+    model.metrics["test"] = test["dataset"] | {"hand_IoU": test["classes"][cfg.classes[1]]["IoU"]}
+    model.save(run)
+    log.info("test split (%d images):\n%s", len(pairs), format_metrics_tables(test))
+    log.info("test split: %s", headline(test))
+
+
+# --- helpers -----------------------------------------------------------------------------
 
 
 def is_rank_zero() -> bool:
     """Before the Trainer exists: is this the global rank 0 process (DDP, torchrun, SLURM)?"""
-    from lightning.pytorch.utilities import rank_zero_only
-
     return getattr(rank_zero_only, "rank", 0) == 0
 
 
@@ -315,54 +485,5 @@ def _quiet_lightning() -> None:
     if logging.getLogger("handseg").getEffectiveLevel() > logging.DEBUG:
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    import warnings
-
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-
-
-def augment_options(cfg: TrainConfig) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    if "background" in cfg.augment:
-        opts["backgrounds"] = cfg.backgrounds
-        opts["background_prob"] = cfg.background_prob
-        opts["camouflage_prob"] = cfg.camouflage_prob
-        opts["background_families"] = cfg.background_families or None
-    return opts
-
-
-SYNTHETIC_SEED_OFFSET = 1_000_003
-"""Added to the training seed for the synthetic hands of ``--synthetic-fraction``."""
-
-
-def with_synthetic(ds, cfg: TrainConfig):
-    """``ds`` plus synthetic hands (a share ``cfg.synthetic_fraction`` of the whole), drawn
-    on the allowed background families and augmented like the real photos."""
-    if cfg.synthetic_fraction <= 0:
-        return ds
-
-    n = max(1, round(len(ds) * cfg.synthetic_fraction / (1 - cfg.synthetic_fraction)))
-    # a seed of its own: with cfg.seed the hands would repeat the first images of a data set
-    # that `handseg synth` wrote with the same seed, test images included
-    seed = cfg.seed + SYNTHETIC_SEED_OFFSET
-    return torch.utils.data.ConcatDataset(
-        [
-            ds,
-            SyntheticDataset(
-                n,
-                tuple(cfg.image_size),
-                seed,
-                getattr(ds, "transform", None),
-                families=cfg.background_families or None,
-            ),
-        ]
-    )
-
-
-def _previous_backbone(out: Path) -> str:
-    import yaml
-
-    try:
-        return str(yaml.safe_load((out / "config.yaml").read_text())["backbone_weights_used"])
-    except Exception:
-        return "unknown"
