@@ -10,7 +10,8 @@ the demo's size and families, seed 7, never used for training) gives a steadier 
 
 ``key=value`` pairs: ``n``, ``size``, ``epochs``, ``families``, ``seed`` go to
 :func:`handseg.app.demo.run_demo`; any other key overrides a training option of the demo
-(``handseg.app.demo.DEMO_TRAIN_OVERRIDES``). Values are Python literals (``size=(128,160)``).
+(the ``demo`` preset of ``handseg.core.config.PRESETS``). Values are Python literals
+(``size=(128,160)``).
 Prints one ``RESULT`` line: the printed test-split hand IoU, the fixed-set hand IoU and
 MeanBFScore, and the wall time of the demo.
 """
@@ -47,21 +48,20 @@ def main() -> None:
     ap.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
     args = ap.parse_args()
 
-    from handseg.data.pairs import find_pairs
-
     import handseg.app.demo as demo
+    from handseg.core.config import PRESETS
+    from handseg.data.pairs import find_pairs
     from handseg.eval.evaluate import evaluate_model
     from handseg.infer.predictor import load_model
     from handseg.synth.hands import make_synthetic
 
     demo_kw, train_kw = parse_pairs(args.pairs)
-    demo.DEMO_TRAIN_OVERRIDES = {**demo.DEMO_TRAIN_OVERRIDES, **train_kw}
     t0 = time.perf_counter()
-    result = demo.run_demo(args.out / args.name, progress=False, **demo_kw)
+    result = demo.run_demo(args.out / args.name, progress=False, train_options=train_kw, **demo_kw)
     wall = time.perf_counter() - t0
 
-    size = tuple(demo_kw.get("size", demo.DEMO_DEFAULTS["size"]))
-    families = demo_kw.get("families", demo.DEMO_DEFAULTS["families"])
+    size = tuple(demo_kw.get("size", PRESETS["demo"]["image_size"]))
+    families = demo_kw.get("families", demo.DEMO_FAMILIES)
     fixed = args.out / f"fixed-{args.eval_n}-{size[0]}x{size[1]}-{'-'.join(families or ['all'])}"
     if not (fixed / "masks").is_dir():
         make_synthetic(fixed, n=args.eval_n, size=size, seed=7, progress=False, families=families)

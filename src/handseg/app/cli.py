@@ -12,29 +12,25 @@ import logging
 import sys
 from collections.abc import Callable
 
-from handseg.app.demo import DEMO_DEFAULTS, run_demo
-from handseg.core.config import PRESETS, load_config, resolve_config
+from handseg.app.commands import run_compare, run_evaluate, run_hand_value, run_predict
+from handseg.app.demo import DEMO_FAMILIES, DEMO_PHOTOS, run_demo
+from handseg.app.flags import add_config_options, add_device_option, config_options
+from handseg.core.config import PRESETS
 from handseg.core.constants import __version__
+from handseg.core.device import INFERENCE_PRECISIONS, RUNTIMES
 from handseg.core.errors import HandsegError
+from handseg.core.rundir import RunDir
 from handseg.data.inspect import format_inspect_report, inspect_data
 from handseg.data.split import training_images
-from handseg.data.pairs import find_pairs
 from handseg.eval.baseline import run_skin_baseline
-from handseg.eval.evaluate import (
-    compare,
-    evaluate_mask_folders,
-    evaluate_model,
-    evaluate_split,
-    headline,
-    write_evaluation,
-)
+from handseg.eval.evaluate import headline
 from handseg.eval.metrics import format_metrics_tables
 from handseg.infer.export import export_onnx
-from handseg.infer.media import predict_inputs, predict_video
-from handseg.infer.predictor import load_model
 from handseg.report.report import write_report
 from handseg.synth.hands import make_synthetic
-from handseg.train.run import is_rank_zero, train
+from handseg.train.run import is_rank_zero, train_from_options
+
+__all__ = ["build_parser", "main", "run_hand_value"]  # run_hand_value: its old home, kept
 
 log = logging.getLogger("handseg")
 
@@ -95,7 +91,6 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-
     p = sub.add_parser(
         "train",
         help="train DeepLab v3+ (ResNet-18) on a photo/mask folder pair",
@@ -111,170 +106,20 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "--masks masks --out runs/r1 --preset scratch --image-size 384 512",
         argument_default=None,
     )
-    d = p.add_argument_group("data")
-    d.add_argument("--images", help="folder of photos")
-    d.add_argument("--masks", help="folder of masks (white/bright = hand)")
-    d.add_argument("--split", help="reuse an existing split.json instead of drawing a new split")
-    d.add_argument(
-        "--image-size",
-        type=int,
-        nargs=2,
-        metavar=("H", "W"),
-        help="training size, height width (default 720 960)",
-    )
-    d.add_argument(
-        "--split-fractions",
-        type=float,
-        nargs=3,
-        metavar=("TRAIN", "VAL", "TEST"),
-        help="default 0.6 0.2 0.2",
-    )
-    d.add_argument(
-        "--seed", type=int, help="seed for the split, initialisation and shuffling (default 0)"
-    )
-    d.add_argument("--classes", nargs=2, metavar=("BACKGROUND", "HAND"), help="class names")
-    d.add_argument(
-        "--hand-value", type=int, help="mask value that means hand, for masks with several labels"
-    )
-    d.add_argument(
-        "--cache",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="keep decoded, resized images in memory between epochs (faster epochs; memory "
-        "grows with the data set, so leave it off for large sets; default off)",
-    )
-    o = p.add_argument_group("optimisation")
-    o.add_argument("--preset", choices=sorted(PRESETS), help="option set (default seed)")
-    o.add_argument(
-        "--backbone-weights",
-        metavar="W",
-        help="auto | imagenet | none | PATH to a torchvision ResNet-18 state dict (default auto)",
-    )
-    o.add_argument(
-        "--output-stride",
-        type=int,
-        choices=[8, 16, 32],
-        help="encoder output stride: 16 = MATLAB's (dilated last stage), 32 = about 2x faster "
-        "(default: the preset's; scratch 32)",
-    )
-    o.add_argument(
-        "--decoder-channels",
-        type=int,
-        metavar="N",
-        help="width of the ASPP branches and decoder convolutions: 256 = MATLAB's "
-        "(default: the preset's; scratch 64)",
-    )
-    o.add_argument("--class-weighting", choices=["median-frequency", "none"])
-    o.add_argument(
-        "--loss",
-        choices=["ce", "ce+dice"],
-        help="training loss: ce = pixel cross-entropy (MATLAB's); ce+dice adds a soft Dice "
-        "term, which optimises overlap directly (validation loss stays cross-entropy)",
-    )
-    o.add_argument("--optimizer", choices=["sgd", "adamw"])
-    o.add_argument("--lr", type=float, help="initial learning rate of the backbone")
-    o.add_argument("--momentum", type=float)
-    o.add_argument("--weight-decay", type=float, help="L2 factor (SGD) / decoupled decay (AdamW)")
-    o.add_argument("--head-lr-factor", type=float, help="learning-rate factor of the new layers")
-    o.add_argument("--schedule", choices=["piecewise", "cosine", "onecycle", "constant"])
-    o.add_argument("--lr-drop-factor", type=float)
-    o.add_argument("--lr-drop-period", type=int, help="epochs between drops")
-    o.add_argument("--warmup-epochs", type=int)
-    o.add_argument("--epochs", type=int, help="maximum epochs")
-    o.add_argument("--batch-size", type=int, help="mini-batch size per device")
-    o.add_argument(
-        "--patience", type=int, help="stop after N validations without improvement (0 = off)"
-    )
-    o.add_argument("--max-steps", type=int, help="stop after N iterations (quick checks)")
-    a = p.add_argument_group("augmentation")
-    a.add_argument(
-        "--augment",
-        nargs="+",
-        metavar="NAME",
-        help="seed (flip + translate 10 px), flip, translate, scale-rotate, color, "
-        "blur-noise, background, none",
-    )
-    a.add_argument(
-        "--backgrounds", metavar="DIR", help="your own background photos for --augment background"
-    )
-    a.add_argument(
-        "--background-prob", type=float, metavar="P", help="probability of a new background"
-    )
-    a.add_argument(
-        "--camouflage-prob",
-        type=float,
-        metavar="P",
-        help="share of new backgrounds recoloured towards the hand's own skin colour: hard "
-        "negatives such as skin-toned walls or a face behind the hand (default 0)",
-    )
-    a.add_argument(
-        "--background-families",
-        nargs="+",
-        metavar="NAME",
-        help="built-in backgrounds for --augment background and the synthetic hands: plain, "
-        "gradient, texture, clutter, indoor, skin (default all)",
-    )
-    a.add_argument(
-        "--synthetic-fraction", type=float, help="share of synthetic hands mixed into training"
-    )
-    h = p.add_argument_group("hardware")
-    h.add_argument("--device", help="auto | cpu | gpu | cuda | mps")
-    h.add_argument("--devices", type=int, help="devices (processes) per node")
-    h.add_argument("--num-nodes", type=int)
-    h.add_argument("--strategy", help="auto | ddp | ddp_spawn ...")
-    h.add_argument("--workers", type=int, help="data-loading workers (-1 = choose)")
-    h.add_argument("--precision", help="auto | 32 | bf16-mixed | 16-mixed")
-    p.add_argument("--out", help="run folder (default runs/run)")
+    add_config_options(p)
     p.add_argument("--config", help="YAML file of options (flags override it)")
     p.add_argument(
         "--resume", metavar="RUN", help="continue an interrupted run from RUN/checkpoints/last.ckpt"
     )
-    p.add_argument(
-        "--no-test",
-        dest="evaluate_test",
-        action="store_false",
-        default=None,
-        help="skip the test-split evaluation at the end",
-    )
     p.set_defaults(func=_run_train)
 
 
-_TRAIN_KEYS = (
-    "images masks split image_size split_fractions seed classes hand_value cache preset "
-    "backbone_weights output_stride decoder_channels class_weighting loss optimizer lr momentum "
-    "weight_decay head_lr_factor schedule lr_drop_factor lr_drop_period warmup_epochs epochs "
-    "batch_size patience max_steps augment backgrounds background_prob camouflage_prob "
-    "background_families "
-    "synthetic_fraction device devices num_nodes strategy workers precision out evaluate_test"
-).split()
-
-
 def _run_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    overrides = {k: getattr(args, k, None) for k in _TRAIN_KEYS}
-    config_file = args.config
-    if args.resume:
-        run = Path(args.resume)
-        if not (run / "config.yaml").is_file():
-            raise HandsegError(f"cannot resume: {run / 'config.yaml'} does not exist")
-        # the run's own options, with any flags given now on top
-        overrides = _resume_config(run) | {k: v for k, v in overrides.items() if v is not None}
-        overrides["out"] = str(run)
-    cfg = resolve_config(overrides, config_file)
-    run = train(cfg, resume=bool(args.resume))
+    options = config_options(args)
+    run = train_from_options(options, config_file=args.config, resume=args.resume)
     if is_rank_zero():  # under DDP every process returns here; one reports
-        print(f"run folder: {run}  (model: {run / 'model.pt'})")
+        print(f"run folder: {run}  (model: {RunDir(run).model})")
     return 0
-
-
-def _resume_config(run) -> dict:
-    """config.yaml of a run, minus the facts recorded after resolution."""
-
-    data = load_config(run / "config.yaml", extra_ok=("backbone_weights_used", "class_weights"))
-    for k in ("backbone_weights_used", "class_weights"):
-        data.pop(k, None)
-    return data
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -300,70 +145,22 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", help="training run folder (holds split.json and model.pt)")
     p.add_argument("--out", help="folder for metrics.json, per-image.csv, confusion.png")
     p.add_argument("--hand-value", metavar="V", help="ground-truth mask value that means hand")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    add_device_option(p)
     _add_runtime_options(p)
     p.set_defaults(func=_run_evaluate)
 
 
 def _run_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    hand_value = args.hand_value
-    if args.model and args.pred_masks:
-        raise HandsegError("pass either --model (to predict) or --pred-masks (to score), not both")
-    if args.pred_masks:
-        if not args.masks:
-            raise HandsegError("--pred-masks needs --masks DIR, the ground-truth masks")
-        if args.images or args.split or args.run:
-            raise HandsegError("--images, --split and --run go with --model, not --pred-masks")
-        result = evaluate_mask_folders(args.pred_masks, args.masks, hand_value=hand_value)
-    else:
-        model = args.model or (str(Path(args.run) / "model.pt") if args.run else None)
-        if not model:
-            raise HandsegError(
-                "say what to evaluate: --model RUN/model.pt with --images DIR --masks DIR "
-                "(or --split test --run RUN), or --pred-masks DIR --masks DIR"
-            )
-
-        run = Path(args.run) if args.run else None
-        if args.split and run is None:
-            if not (Path(model).parent / "split.json").is_file():
-                raise HandsegError(f"--split {args.split} needs --run RUN, the run with split.json")
-            run = Path(model).parent
-        if hand_value is None and run is not None:
-            hand_value = run_hand_value(run)
-        predictor = load_model(model, device=args.device, **_runtime_kwargs(args))
-        if args.split:
-            result = evaluate_split(
-                predictor, run, args.split, images_dir=args.images, masks_dir=args.masks,
-                hand_value=hand_value,
-            )  # fmt: skip
-        else:
-            if not (args.images and args.masks):
-                raise HandsegError(
-                    "--model needs --images DIR and --masks DIR, or --split NAME --run RUN"
-                )
-
-            pairs = find_pairs(args.images, args.masks)
-            result = evaluate_model(predictor, pairs, hand_value=hand_value)
+    result, written = run_evaluate(
+        model=args.model, pred_masks=args.pred_masks, images=args.images, masks=args.masks,
+        split=args.split, run=args.run, hand_value=args.hand_value, out=args.out,
+        device=args.device, **_runtime_kwargs(args),
+    )  # fmt: skip
     print(format_metrics_tables(result))
     print(headline(result))
-    if args.out:
-        paths = write_evaluation(result, args.out)
-        print(f"wrote {', '.join(p.name for p in paths.values())} to {args.out}")
+    if written:
+        print(f"wrote {', '.join(p.name for p in written.values())} to {args.out}")
     return 0
-
-
-def run_hand_value(run) -> str | None:
-    """The hand value a training run was configured with (None when unset or unknown)."""
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    value = cfg.get("hand_value") if isinstance(cfg, dict) else None
-    return None if value is None else str(value)
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -384,7 +181,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model file (RUN/model.pt)")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--batch-size", type=int, default=4, help="images per network call (default 4)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    add_device_option(p)
     _add_runtime_options(p)
     p.add_argument("--no-overlay", dest="overlay", action="store_false",
                    help="write only the masks, no overlay images")  # fmt: skip
@@ -402,37 +199,29 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-
-    if args.batch_size < 1:
-        raise HandsegError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not args.inputs and args.camera is None:
-        raise HandsegError("give at least one INPUT (file, folder, glob or video) or --camera N")
-    predictor = load_model(args.model, device=args.device, **_runtime_kwargs(args))
-    if args.camera is not None:
-        from pathlib import Path
-
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        out = Path(args.out) / f"camera{args.camera}_overlay.mp4"
-        r = predict_video(predictor, args.camera, out, show=args.show, max_frames=args.max_frames)
-        print(f"camera {args.camera}: {r['frames']} frames at {r['fps']:.1f} frames/s -> {out}")
+    r = run_predict(
+        args.model, args.inputs, args.out, batch_size=args.batch_size, overlay=args.overlay,
+        camera=args.camera, show=args.show, max_frames=args.max_frames, device=args.device,
+        **_runtime_kwargs(args),
+    )  # fmt: skip
+    if r["camera"] is not None:
+        c = r["camera"]
+        print(f"camera {args.camera}: {c['frames']} frames at {c['fps']:.1f} frames/s -> "
+              f"{c['output']}")  # fmt: skip
         if not args.inputs:
             return 0
-    records = predict_inputs(
-        predictor, args.inputs, args.out, batch_size=args.batch_size, overlay=args.overlay
-    )
-    ok = [r for r in records if r["ok"]]
-    for r in ok:
-        if "frames" in r:
-            print(f"{r['input']}: {r['frames']} frames at {r['fps']:.1f} frames/s -> {r['output']}")
-    n_images = sum(1 for r in ok if "mask" in r)
-    skipped = len(records) - len(ok)
+    ok = [rec for rec in r["records"] if rec["ok"]]
+    for rec in ok:
+        if "frames" in rec:
+            print(f"{rec['input']}: {rec['frames']} frames at {rec['fps']:.1f} frames/s -> "
+                  f"{rec['output']}")  # fmt: skip
+    n_images = sum(1 for rec in ok if "mask" in rec)
+    skipped = len(r["records"]) - len(ok)
     what = "mask(s) and overlay(s)" if args.overlay else "mask(s)"
     print(
         f"wrote {n_images} {what} to {args.out}"
         + (f"; skipped {skipped} unreadable input(s)" if skipped else "")
     )
-    if not ok:
-        raise HandsegError(f"none of the {len(records)} input(s) could be read; see the warnings")
     return 0
 
 
@@ -452,17 +241,15 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split-errors", action="store_true",
                    help="colour false hand green and missed hand magenta")  # fmt: skip
     p.add_argument("--hand-value", metavar="V", help="ground-truth mask value that means hand")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    add_device_option(p)
     _add_runtime_options(p)
     p.set_defaults(func=_run_compare)
 
 
 def _run_compare(args: argparse.Namespace) -> int:
-
-    predictor = load_model(args.model, device=args.device, **_runtime_kwargs(args))
-    r = compare(
-        predictor, args.image, args.mask, args.out,
-        split_errors=args.split_errors, hand_value=args.hand_value,
+    r = run_compare(
+        args.model, args.image, args.mask, args.out, split_errors=args.split_errors,
+        hand_value=args.hand_value, device=args.device, **_runtime_kwargs(args),
     )  # fmt: skip
     print(
         f"{r['image']}: hand IoU {r['hand_iou']:.4f}  BF {r['bf']:.4f}  "
@@ -473,8 +260,8 @@ def _run_compare(args: argparse.Namespace) -> int:
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-
-    n, (h, w), e = DEMO_DEFAULTS["n"], DEMO_DEFAULTS["size"], DEMO_DEFAULTS["epochs"]
+    preset = PRESETS["demo"]
+    n, (h, w), e = DEMO_PHOTOS, preset["image_size"], preset["epochs"]
     p = sub.add_parser(
         "demo",
         help="synthetic data -> trained model -> HTML report, in one command",
@@ -490,18 +277,18 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help=f"photo and training size, height width (default {h} {w})",
     )  # fmt: skip
     p.add_argument("--epochs", type=int, default=e, help=f"training epochs (default {e})")
-    fam = " ".join(DEMO_DEFAULTS["families"])
+    fam = " ".join(DEMO_FAMILIES)
     p.add_argument(
         "--families",
         nargs="+",
         metavar="NAME",
-        default=list(DEMO_DEFAULTS["families"]),
+        default=list(DEMO_FAMILIES),
         help="background families of the synthetic photos: plain gradient texture clutter "
         f"indoor skin, or all (default {fam}: the hardest ones, skin-coloured distractors and "
         "indoor scenes, need far more training than a demo's few minutes)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    add_device_option(p)
     p.set_defaults(func=_run_demo)
 
 
@@ -527,7 +314,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="FILE", help="HTML file to write (default RUN/report.html)")
     p.add_argument("--embed", action="store_true",
                    help="put the pictures inside the HTML file (one file to share)")  # fmt: skip
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps (default auto)")
+    add_device_option(p)
     p.set_defaults(func=_run_report)
 
 
@@ -580,9 +367,9 @@ def _run_baseline(args: argparse.Namespace) -> int:
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inference speed (see handseg.runtime)")
-    g.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+    g.add_argument("--runtime", choices=RUNTIMES, default="auto",
                    help="PyTorch or onnxruntime (default auto: the measured fastest)")  # fmt: skip
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+    g.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto",
                    help="bf16 needs a CPU with avx512_bf16/AMX, int8 runs on onnxruntime; "
                    "unsupported choices fall back to fp32 with a warning (default auto)")  # fmt: skip
     g.add_argument("--threads", type=int, metavar="N",

@@ -1,7 +1,7 @@
 """``handseg demo``: from nothing to a trained model and a report, in one command.
 
-Generates the built-in synthetic hand data, trains the ``scratch`` preset at a small size,
-evaluates the test split, draws overlays of the test photos and writes an HTML report::
+Generates the built-in synthetic hand data, trains the ``demo`` preset (``scratch`` changed
+for a few minutes of CPU time at a small size), evaluates the test split, draws overlays of the test photos and writes an HTML report::
 
     OUT/
       report.html        open this in a browser
@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from handseg.core.config import resolve_config
+from handseg.core.config import TrainConfig, resolve_config
 from handseg.core.errors import HandsegError
+from handseg.core.rundir import RunDir
 from handseg.data.split import load_split, training_images
 from handseg.eval.evaluate import headline, read_metrics
 from handseg.infer.media import predict_paths
@@ -32,32 +33,19 @@ from handseg.report.report import write_report
 from handseg.synth.hands import make_synthetic
 from handseg.train.run import train
 
-DEMO_DEFAULTS: dict[str, Any] = {
-    "n": 200,
-    "size": (128, 160),
-    "epochs": 50,
-    "families": ("plain", "gradient", "texture"),
-}
-"""Synthetic images, their (H, W) size (also the training size), training epochs and the
-background families of the photos. The harder families (``clutter``, ``indoor`` and the
-skin-coloured distractors of ``skin``) need far more training than a demo's few minutes:
-with them the test hand IoU stayed at 0.65-0.74 in every measured variant; without them
-it is 0.76-0.86 depending on the seed (BENCHMARKS.md)."""
-DEMO_TRAIN_OVERRIDES: dict[str, Any] = {
-    "output_stride": 16,
-    "batch_size": 4,
-    "augment": ("seed",),
-    "class_weighting": "none",
-    "cache": True,
-}
-"""Changes to the ``scratch`` preset for the demo's few minutes of CPU time: output stride 16
-(the preset's 32 leaves a 4 x 5 feature map at 128 x 160; 16 gave hand IoU 0.816 against
-0.759 on a fixed evaluation set, 0.784 against 0.783 with another seed), twice the
-optimiser steps per epoch (batch 4), flip/translate only (the preset's scale-rotate and
-colour augmentation slow fitting more than they help at 1500 steps), plain cross-entropy
-(class weights lowered the hand IoU at this budget) and decoded photos kept in memory."""
+__all__ = ["DEMO_FAMILIES", "DEMO_PHOTOS", "run_demo"]
+
+DEMO_PHOTOS = 200
+"""Synthetic photos the demo generates (split 60/20/20 into train/val/test)."""
+DEMO_FAMILIES: tuple[str, ...] = ("plain", "gradient", "texture")
+"""Background families of the demo's photos. The harder families (``clutter``, ``indoor``
+and the skin-coloured distractors of ``skin``) need far more training than a demo's few
+minutes: with them the test hand IoU stayed at 0.65-0.74 in every measured variant; without
+them it is 0.76-0.86 depending on the seed (BENCHMARKS.md). The training options, photo
+size and epochs included, are the ``demo`` preset (:data:`handseg.core.config.PRESETS`)."""
 _MARKER = ".handseg-demo"
 _PARTS = ("data", "run", "overlays", "report-files", "report.html")
+_STEPS = 5
 
 
 def _prepare(out: Path) -> None:
@@ -83,18 +71,76 @@ def _prepare(out: Path) -> None:
             p.unlink()
 
 
+def demo_config(
+    out: Path,
+    *,
+    size: tuple[int, int] | None = None,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    **options: Any,
+) -> TrainConfig:
+    """The ``demo`` preset training on ``out/data`` into ``out/run``; ``size`` and
+    ``epochs`` (None: the preset's) and ``options`` (any training option) override it."""
+    data = out / "data"
+    return resolve_config(
+        {
+            "images": str(data / "images"),
+            "masks": str(data / "masks"),
+            "out": str(out / "run"),
+            "preset": "demo",
+            "image_size": size,
+            "epochs": epochs,
+            "seed": seed,
+            "device": device,
+        }
+        | options
+    )
+
+
+class _Clock:
+    """Prints ``[i/5  t s] text`` lines, t counted from construction."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def step(self, i: int, text: str) -> None:
+        print(f"[{i}/{_STEPS} {self.elapsed():5.0f} s] {text}", flush=True)
+
+
+def _test_metrics(run: RunDir) -> dict[str, Any]:
+    """The finished run's test-split metrics."""
+    if not run.test_metrics.is_file():  # the split always has a test subset for n >= 5
+        raise HandsegError(
+            f"training finished without a test evaluation ({run.test_metrics} missing)"
+        )
+    return read_metrics(run.test_metrics)
+
+
+def _draw_overlays(run: RunDir, overlays: Path, device: str, progress: bool) -> list[Path]:
+    """The run's model on its test photos -> ``overlays``; returns the test photos."""
+    test_images = [image for image, _ in load_split(run.split)["test"]]
+    predictor = load_model(run.model, device=device, calibration=training_images)
+    predict_paths(predictor, test_images, overlays, progress=progress)
+    return test_images
+
+
 def run_demo(
     out: str | Path = "demo-output",
     *,
-    n: int = DEMO_DEFAULTS["n"],
-    size: tuple[int, int] = DEMO_DEFAULTS["size"],
-    epochs: int = DEMO_DEFAULTS["epochs"],
-    families: tuple[str, ...] | None = DEMO_DEFAULTS["families"],
+    n: int = DEMO_PHOTOS,
+    size: tuple[int, int] | None = None,
+    epochs: int | None = None,
+    families: tuple[str, ...] | None = DEMO_FAMILIES,
     seed: int = 0,
     device: str = "auto",
     progress: bool = True,
+    train_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Synthetic data -> ``scratch`` training -> test metrics -> overlays -> HTML report.
+    """Synthetic data -> ``demo`` preset training -> test metrics -> overlays -> HTML report.
 
     Prints a line per step (and progress bars when ``progress``), then the headline test
     metrics and the report's path.
@@ -102,82 +148,70 @@ def run_demo(
     Args:
         out: output folder (new, empty, or an earlier demo's, which is replaced).
         n: number of synthetic photos (split 60/20/20 into train/val/test).
-        size: (H, W) of the photos and of training; multiples of 16 avoid padding.
-        epochs: training epochs.
+        size: (H, W) of the photos and of training (None: the preset's, 128 x 160);
+            multiples of 16 avoid padding.
+        epochs: training epochs (None: the preset's, 50).
         families: background families of the synthetic photos (None = all, a quarter of
             them skin-coloured distractors).
         seed: seed of the synthetic data and of the training run.
         device: ``auto`` (a GPU when there is one), ``cpu``, ``cuda`` or ``mps``.
         progress: show progress bars.
+        train_options: other training options on top of the preset (benchmarks vary them).
 
     Returns:
         ``{"out", "data", "run", "report", "overlays": Path, "headline": str,
         "hand_iou": float, "metrics": test metrics.json dict, "time_s": float}``.
     """
-
     if n < 5:
         raise HandsegError(
             f"--n must be at least 5 so that train, validation and test get images, got {n}"
         )
-    if epochs < 1:
+    if epochs is not None and epochs < 1:
         raise HandsegError(f"--epochs must be at least 1, got {epochs}")
-    size = (int(size[0]), int(size[1]))
     out = Path(out)
-    t0 = time.perf_counter()
+    cfg = demo_config(out, size=size, epochs=epochs, seed=seed, device=device,
+                      **(train_options or {}))  # fmt: skip
+    clock = _Clock()
     _prepare(out)
-
-    def step(i: int, text: str) -> None:
-        print(f"[{i}/5 {time.perf_counter() - t0:5.0f} s] {text}", flush=True)
-
-    data = out / "data"
-    step(1, f"generating {n} synthetic hand photos of {size[0]}x{size[1]} pixels in {data}")
-    make_synthetic(data, n=n, size=size, seed=seed, progress=progress, families=families)
-
-    run = out / "run"
-    step(2, f"training DeepLab v3+ from scratch ({epochs} epochs) into {run}")
-    cfg = resolve_config(
-        {
-            "images": str(data / "images"),
-            "masks": str(data / "masks"),
-            "out": str(run),
-            "preset": "scratch",
-            "epochs": epochs,
-            "image_size": size,
-            "seed": seed,
-            "device": device,
-        }
-        | DEMO_TRAIN_OVERRIDES
-    )
+    data, run, overlays = out / "data", RunDir(cfg.out), out / "overlays"
+    h, w = cfg.image_size
+    clock.step(1, f"generating {n} synthetic hand photos of {h}x{w} pixels in {data}")
+    make_synthetic(data, n=n, size=(h, w), seed=seed, progress=progress, families=families)
+    clock.step(2, f"training DeepLab v3+ from scratch ({cfg.epochs} epochs) into {run}")
     train(cfg, progress=progress)
-    metrics_file = run / "test" / "metrics.json"
-    if not metrics_file.is_file():  # the split always has a test subset for n >= 5
-        raise HandsegError(f"training finished without a test evaluation ({metrics_file} missing)")
-    metrics = read_metrics(metrics_file)
-
-    overlays = out / "overlays"
-    step(3, f"drawing the predicted hand on the test photos into {overlays}")
-    test_images = [image for image, _ in load_split(run / "split.json")["test"]]
-    predictor = load_model(run / "model.pt", device=device, calibration=training_images)
-    predict_paths(predictor, test_images, overlays, progress=progress)
-
-    step(4, "writing the report")
-    report = write_report(run, out / "report.html", device=device, progress=progress)
-
-    elapsed = time.perf_counter() - t0
-    line = headline(metrics)
-    hand = metrics["classes"].get("hand") or list(metrics["classes"].values())[-1]
-    step(5, f"done in {elapsed / 60:.1f} min")
-    print(f"test split ({metrics.get('num_images', len(test_images))} images): {line}")
-    print(f"report: {report.resolve()}")
-    print(f"open it in a browser: {report.resolve().as_uri()}")
+    metrics = _test_metrics(run)
+    clock.step(3, f"drawing the predicted hand on the test photos into {overlays}")
+    test_images = _draw_overlays(run, overlays, device, progress)
+    clock.step(4, "writing the report")
+    report = write_report(run.path, out / "report.html", device=device, progress=progress)
+    line, elapsed = _print_summary(clock, metrics, report, len(test_images))
     return {
         "out": out,
         "data": data,
-        "run": run,
+        "run": run.path,
         "report": report,
         "overlays": overlays,
         "headline": line,
-        "hand_iou": hand.get("IoU"),
+        "hand_iou": _hand(metrics).get("IoU"),
         "metrics": metrics,
         "time_s": round(elapsed, 1),
     }
+
+
+def _hand(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The hand class's metrics (the last class when none is called hand)."""
+    return metrics["classes"].get("hand") or list(metrics["classes"].values())[-1]
+
+
+def _print_summary(
+    clock: _Clock, metrics: dict[str, Any], report: Path, n_test: int
+) -> tuple[str, float]:
+    """The last step's lines: time, headline test metrics, the report; returns the headline
+    and the elapsed seconds."""
+    elapsed = clock.elapsed()
+    line = headline(metrics)
+    clock.step(5, f"done in {elapsed / 60:.1f} min")
+    print(f"test split ({metrics.get('num_images', n_test)} images): {line}")
+    print(f"report: {report.resolve()}")
+    print(f"open it in a browser: {report.resolve().as_uri()}")
+    return line, elapsed

@@ -1,0 +1,166 @@
+"""The work behind ``handseg evaluate``, ``predict`` and ``compare``: one function each.
+
+Each joins library calls of several stages (a model file, a run folder, folders of photos)
+into what the command promises, checks that the arguments make sense together and returns
+what the command prints, so that a test can call it without the command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from handseg.core.errors import HandsegError
+from handseg.core.rundir import RunDir
+from handseg.data.pairs import find_pairs
+from handseg.eval.evaluate import (
+    compare,
+    evaluate_mask_folders,
+    evaluate_model,
+    evaluate_split,
+    write_evaluation,
+)
+from handseg.infer.media import predict_inputs, predict_video
+from handseg.infer.predictor import Predictor, load_model
+
+__all__ = ["run_compare", "run_evaluate", "run_hand_value", "run_predict"]
+
+
+def run_hand_value(run: str | Path) -> str | None:
+    """The hand value a training run was configured with (None when unset or unknown)."""
+    return RunDir(run).hand_value()
+
+
+def run_evaluate(
+    *,
+    model: str | Path | None = None,
+    pred_masks: str | Path | None = None,
+    images: str | Path | None = None,
+    masks: str | Path | None = None,
+    split: str | None = None,
+    run: str | Path | None = None,
+    hand_value: str | None = None,
+    out: str | Path | None = None,
+    device: str = "auto",
+    **runtime: Any,
+) -> tuple[dict[str, Any], dict[str, Path] | None]:
+    """``handseg evaluate``: score a model (on folders or a subset of a run's split) or
+    another tool's masks; with ``out`` also write the result files.
+
+    ``runtime`` goes to :func:`load_model` (runtime, precision, threads, scale). Returns the
+    metrics and the files written (None without ``out``).
+    """
+    if model and pred_masks:
+        raise HandsegError("pass either --model (to predict) or --pred-masks (to score), not both")
+    if pred_masks:
+        if not masks:
+            raise HandsegError("--pred-masks needs --masks DIR, the ground-truth masks")
+        if images or split or run:
+            raise HandsegError("--images, --split and --run go with --model, not --pred-masks")
+        result = evaluate_mask_folders(pred_masks, masks, hand_value=hand_value)
+    else:
+        result = _evaluate_model(
+            model, RunDir(run) if run else None, split, images, masks, hand_value,
+            load_options={"device": device, **runtime},
+        )  # fmt: skip
+    written = write_evaluation(result, out) if out else None
+    return result, written
+
+
+def _evaluate_model(
+    model: str | Path | None,
+    run: RunDir | None,
+    split: str | None,
+    images: str | Path | None,
+    masks: str | Path | None,
+    hand_value: str | None,
+    load_options: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``--model`` half of :func:`run_evaluate`."""
+    model = model or (run.model if run else None)
+    if not model:
+        raise HandsegError(
+            "say what to evaluate: --model RUN/model.pt with --images DIR --masks DIR "
+            "(or --split test --run RUN), or --pred-masks DIR --masks DIR"
+        )
+    if split and run is None:
+        run = RunDir(Path(model).parent)  # the model's own run folder
+        if not run.split.is_file():
+            raise HandsegError(f"--split {split} needs --run RUN, the run with split.json")
+    if hand_value is None and run is not None:
+        hand_value = run.hand_value()
+    predictor = load_model(model, **load_options)
+    if split:
+        return evaluate_split(
+            predictor, run.split, split, images_dir=images, masks_dir=masks,
+            hand_value=hand_value,
+        )  # fmt: skip
+    if not (images and masks):
+        raise HandsegError("--model needs --images DIR and --masks DIR, or --split NAME --run RUN")
+    return evaluate_model(predictor, find_pairs(images, masks), hand_value=hand_value)
+
+
+def run_predict(
+    model: str | Path,
+    inputs: list[str],
+    out: str | Path,
+    *,
+    batch_size: int = 4,
+    overlay: bool = True,
+    camera: int | None = None,
+    show: bool = False,
+    max_frames: int | None = None,
+    device: str = "auto",
+    **runtime: Any,
+) -> dict[str, Any]:
+    """``handseg predict``: masks (and overlays) of image and video ``inputs``, and of a
+    live camera first when ``camera`` is given.
+
+    Returns ``{"camera": predict_video's result or None, "records": one per input}``;
+    raises :class:`HandsegError` when there are inputs and none could be read.
+    """
+    if batch_size < 1:
+        raise HandsegError(f"--batch-size must be at least 1, got {batch_size}")
+    if not inputs and camera is None:
+        raise HandsegError("give at least one INPUT (file, folder, glob or video) or --camera N")
+    predictor = load_model(model, device=device, **runtime)
+    live = (
+        _predict_camera(predictor, camera, Path(out), show, max_frames)
+        if camera is not None
+        else None
+    )
+    records = (
+        predict_inputs(predictor, inputs, out, batch_size=batch_size, overlay=overlay)
+        if inputs
+        else []
+    )
+    if inputs and not any(r["ok"] for r in records):
+        raise HandsegError(f"none of the {len(records)} input(s) could be read; see the warnings")
+    return {"camera": live, "records": records}
+
+
+def _predict_camera(
+    predictor: Predictor, camera: int, out: Path, show: bool, max_frames: int | None
+) -> dict[str, Any]:
+    """Segment camera ``camera`` live into ``out/camera<N>_overlay.mp4``."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"camera{camera}_overlay.mp4"
+    return predict_video(predictor, camera, path, show=show, max_frames=max_frames) | {
+        "output": path
+    }
+
+
+def run_compare(
+    model: str | Path,
+    image: str | Path,
+    mask: str | Path,
+    out: str | Path,
+    *,
+    split_errors: bool = False,
+    hand_value: str | None = None,
+    device: str = "auto",
+    **runtime: Any,
+) -> dict[str, Any]:
+    """``handseg compare``: the seed's test figure for one photo; returns the scores."""
+    predictor = load_model(model, device=device, **runtime)
+    return compare(predictor, image, mask, out, split_errors=split_errors, hand_value=hand_value)
