@@ -30,8 +30,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from handseg.core.constants import FAMILIES, IMAGENET_MEAN, IMAGENET_STD
+from handseg.core.constants import FAMILIES
 from handseg.core.errors import HandsegError
+from handseg.core.imaging import normalize
 from handseg.synth.backgrounds import BackgroundSource, random_skin_tone, render_float
 
 # Finger states: E extended, B bent (two segments at an angle), C curled (an arc),
@@ -788,9 +789,6 @@ class SyntheticDataset:
         image, mask = self.load(int(i))
         if self.transform is not None:
             image, mask = self.transform(image, mask)
-        mean = np.asarray(IMAGENET_MEAN, np.float32) * 255.0
-        inv_std = 1.0 / (np.asarray(IMAGENET_STD, np.float32) * 255.0)
-        x = (np.asarray(image, np.float32) - mean) * inv_std  # (H, W, 3)
-        x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))  # (3, H, W)
+        x = torch.from_numpy(normalize(np.asarray(image)))  # (3, H, W)
         y = torch.from_numpy(np.asarray(mask).astype(np.int64))  # (H, W)
         return x, y
