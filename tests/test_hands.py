@@ -7,17 +7,28 @@ are missing (``make test`` installs both, so CI runs them).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from handseg.app.cli import main
 from handseg.core.errors import HandsegError
 from handseg.infer import detect
+from handseg.infer import pipeline as pipeline_module
 from handseg.infer.detect import Hand
 from handseg.infer.hand_models import find_hand_models
 from handseg.infer.media import predict_paths
-from handseg.infer.pipeline import HandPipeline, HandSegmenter, box_region, split_instances
+from handseg.infer.pipeline import (
+    HandPipeline,
+    HandSegmenter,
+    box_region,
+    load_segmenter,
+    split_instances,
+)
+from handseg.infer.predictor import Predictor
 from handseg.infer.refine import landmark_mask
 
 
@@ -196,3 +207,64 @@ def test_video_frames_use_the_real_time_settings():
     assert (video.pipeline.mode, video.pipeline.refine) == ("fast", "color")
     assert video.pipeline.tracking and not seg.pipeline.tracking
     assert video.pipeline.detector is seg.pipeline.detector
+
+
+def _model_recording(model_file, tmp_path, **pipeline) -> Path:
+    """A copy of ``model_file`` whose training options record a hand pipeline."""
+    obj = torch.load(model_file, weights_only=True)
+    obj["train_config"] = dict(obj.get("train_config") or {}) | pipeline
+    path = tmp_path / "model.pt"
+    torch.save(obj, path)
+    return path
+
+
+def test_a_model_brings_its_recorded_pipeline(model_file, tmp_path, monkeypatch):
+    path = _model_recording(model_file, tmp_path, detector="mediapipe", refine="color")
+    monkeypatch.setattr(pipeline_module, "HandDetector", lambda num_threads=None: FakeDetector([]))
+    seg = load_segmenter(path, device="cpu")
+    assert isinstance(seg, HandSegmenter)
+    assert (seg.pipeline.refine, seg.pipeline.mode) == ("color", "accurate")
+    # flags override what the model recorded
+    assert isinstance(load_segmenter(path, detector="none", device="cpu"), Predictor)
+    assert load_segmenter(path, refine="network", device="cpu").pipeline.network is not None
+
+
+def test_older_models_predict_as_before(model_file):
+    assert isinstance(load_segmenter(model_file, device="cpu"), Predictor)
+
+
+def test_missing_extra_falls_back_to_the_network_with_a_warning(
+    model_file, tmp_path, monkeypatch, caplog
+):
+    path = _model_recording(model_file, tmp_path, detector="mediapipe")
+
+    def no_detector(num_threads=None):
+        raise HandsegError(detect.INSTALL_HINT)
+
+    monkeypatch.setattr(pipeline_module, "HandDetector", no_detector)
+    with caplog.at_level("WARNING"):
+        seg = load_segmenter(path, device="cpu")
+    assert isinstance(seg, Predictor)
+    assert "pip install 'handseg[hands]'" in caplog.text and "whole-image network" in caplog.text
+    with pytest.raises(HandsegError, match="handseg\\[hands\\]"):  # asked for explicitly
+        load_segmenter(path, detector="mediapipe", device="cpu")
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    assert main(["predict", str(image), "--out", str(tmp_path / "o"), "--detector", "none"]) == 2
+    assert "needs a trained model" in capsys.readouterr().err
+
+
+def test_cli_detector_on_a_hand_free_photo_writes_an_empty_mask(tmp_path):
+    _detector_or_skip()
+    image = tmp_path / "wall.png"
+    Image.fromarray(np.full((120, 160, 3), (200, 180, 150), np.uint8)).save(image)
+    out = tmp_path / "out"
+    assert (
+        main(["predict", str(image), "--out", str(out), "--detector", "mediapipe", "--instances"])
+        == 0
+    )
+    assert not np.asarray(Image.open(out / "wall_mask.png")).any()
+    assert json.loads((out / "wall_hands.json").read_text())["hands"] == []

@@ -16,7 +16,7 @@ from handseg.app.commands import run_compare, run_evaluate, run_hand_value, run_
 from handseg.app.demo import DEMO_FAMILIES, DEMO_PHOTOS, run_demo
 from handseg.app.flags import add_config_options, add_device_option, config_options
 from handseg.core.config import PRESETS
-from handseg.core.constants import __version__
+from handseg.core.constants import DETECTOR_MODES, DETECTORS, REFINERS, __version__
 from handseg.core.device import INFERENCE_PRECISIONS, RUNTIMES
 from handseg.core.errors import HandsegError
 from handseg.core.rundir import RunDir
@@ -26,6 +26,7 @@ from handseg.eval.baseline import run_skin_baseline
 from handseg.eval.evaluate import headline
 from handseg.eval.metrics import format_metrics_tables
 from handseg.infer.export import export_onnx
+from handseg.infer.hand_models import fetch_hand_models
 from handseg.report.report import write_report
 from handseg.synth.hands import make_synthetic
 from handseg.train.run import is_rank_zero, train_from_options
@@ -178,9 +179,28 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="image or video files, folders, glob patterns (quote a pattern to let handseg "
         "expand it, e.g. 'data/**/*.png')",
     )  # fmt: skip
-    p.add_argument("--model", required=True, help="model file (RUN/model.pt)")
+    p.add_argument(
+        "--model",
+        help="model file (RUN/model.pt); it brings its own pipeline (whole-image network, or "
+        "hand detector + refiner for models trained with --preset hands). Optional with "
+        "--detector mediapipe (no training needed)",
+    )
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--batch-size", type=int, default=4, help="images per network call (default 4)")
+    hands = p.add_argument_group(
+        "hand detector",
+        "Find hands first (MediaPipe's hand models; pip install 'handseg[hands]' and "
+        "handseg fetch-hand-models), then segment only them: for photos unlike the training "
+        "photos. Default: what the model recorded (--detector none for older models).",
+    )
+    hands.add_argument("--detector", choices=DETECTORS, help="none | mediapipe")
+    hands.add_argument("--refine", choices=REFINERS,
+                       help="how found hands become masks (default: the model's, else grabcut)")  # fmt: skip
+    hands.add_argument("--detector-mode", choices=DETECTOR_MODES,
+                       help="accurate (photos, default) | fast; video always runs fast")  # fmt: skip
+    hands.add_argument("--instances", action="store_true",
+                       help="also write OUT/<name>_hand<i>.png per hand and OUT/<name>_hands.json "
+                       "(box, left/right, score, landmarks); needs the detector")  # fmt: skip
     add_device_option(p)
     _add_runtime_options(p)
     p.add_argument("--no-overlay", dest="overlay", action="store_false",
@@ -202,7 +222,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     r = run_predict(
         args.model, args.inputs, args.out, batch_size=args.batch_size, overlay=args.overlay,
         camera=args.camera, show=args.show, max_frames=args.max_frames, device=args.device,
-        **_runtime_kwargs(args),
+        detector=args.detector, refine=args.refine, detector_mode=args.detector_mode,
+        instances=args.instances, **_runtime_kwargs(args),
     )  # fmt: skip
     if r["camera"] is not None:
         c = r["camera"]
@@ -422,6 +443,26 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_fetch_hand_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fetch-hand-models",
+        help="get MediaPipe's hand models for --detector mediapipe (once, from PyPI)",
+        description="Download the mediapipe 0.10.14 wheel from the package registry (pip "
+        "download --no-deps, about 35 MB), check the SHA-256 of its two hand models "
+        "(palm_detection_full, hand_landmark_full; Apache-2.0) and copy them to the cache "
+        "folder ($HANDSEG_HAND_MODELS, default ~/.cache/handseg/hand-models). make setup "
+        "runs it.",
+    )
+    p.add_argument("--wheel", help="use this downloaded mediapipe wheel instead of pip")
+    p.set_defaults(func=_run_fetch_hand_models)
+
+
+def _run_fetch_hand_models(args: argparse.Namespace) -> int:
+    for path in fetch_hand_models(wheel=args.wheel):
+        print(path)
+    return 0
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth,
     _add_inspect,
@@ -433,6 +474,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_demo,
     _add_baseline,
     _add_export,
+    _add_fetch_hand_models,
 ]
 
 

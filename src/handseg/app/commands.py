@@ -7,6 +7,7 @@ what the command prints, so that a test can call it without the command line.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +22,13 @@ from handseg.eval.evaluate import (
     write_evaluation,
 )
 from handseg.infer.media import predict_inputs, predict_video
+from handseg.infer.pipeline import load_segmenter
 from handseg.infer.predictor import Predictor, load_model
 
 __all__ = ["run_compare", "run_evaluate", "run_hand_value", "run_predict"]
+
+
+log = logging.getLogger(__name__)
 
 
 def run_hand_value(run: str | Path) -> str | None:
@@ -101,7 +106,7 @@ def _evaluate_model(
 
 
 def run_predict(
-    model: str | Path,
+    model: str | Path | None,
     inputs: list[str],
     out: str | Path,
     *,
@@ -111,10 +116,17 @@ def run_predict(
     show: bool = False,
     max_frames: int | None = None,
     device: str = "auto",
+    detector: str | None = None,
+    refine: str | None = None,
+    detector_mode: str | None = None,
+    instances: bool = False,
     **runtime: Any,
 ) -> dict[str, Any]:
     """``handseg predict``: masks (and overlays) of image and video ``inputs``, and of a
-    live camera first when ``camera`` is given.
+    live camera first when ``camera`` is given. The model's recorded pipeline runs unless
+    ``detector`` / ``refine`` / ``detector_mode`` say otherwise
+    (:func:`handseg.infer.pipeline.load_segmenter`); ``instances`` also writes one mask per
+    hand and ``<name>_hands.json``.
 
     Returns ``{"camera": predict_video's result or None, "records": one per input}``;
     raises :class:`HandsegError` when there are inputs and none could be read.
@@ -123,14 +135,20 @@ def run_predict(
         raise HandsegError(f"--batch-size must be at least 1, got {batch_size}")
     if not inputs and camera is None:
         raise HandsegError("give at least one INPUT (file, folder, glob or video) or --camera N")
-    predictor = load_model(model, device=device, **runtime)
+    predictor = load_segmenter(
+        model, detector=detector, refine=refine, mode=detector_mode, device=device, **runtime
+    )
+    if model is not None or detector is not None:
+        log.info("predicting with %s", getattr(predictor, "description", "the whole-image network"))
     live = (
         _predict_camera(predictor, camera, Path(out), show, max_frames)
         if camera is not None
         else None
     )
     records = (
-        predict_inputs(predictor, inputs, out, batch_size=batch_size, overlay=overlay)
+        predict_inputs(
+            predictor, inputs, out, batch_size=batch_size, overlay=overlay, instances=instances
+        )
         if inputs
         else []
     )
@@ -145,6 +163,8 @@ def _predict_camera(
     """Segment camera ``camera`` live into ``out/camera<N>_overlay.mp4``."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"camera{camera}_overlay.mp4"
+    if hasattr(predictor, "for_video"):  # the detector's real-time settings
+        predictor = predictor.for_video()
     return predict_video(predictor, camera, path, show=show, max_frames=max_frames) | {
         "output": path
     }

@@ -18,3 +18,11 @@ FAMILIES: tuple[str, ...] = ("plain", "gradient", "texture", "clutter", "indoor"
 """Names of the built-in background generators, from easy to hard."""
 VIDEO_EXTS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 """Inputs with these extensions are read frame by frame with OpenCV."""
+
+# The hand-aware pipeline (handseg.infer.pipeline): a model records which one it predicts with.
+DETECTORS: tuple[str, ...] = ("none", "mediapipe")
+"""``none``: the whole-image network; ``mediapipe``: find hands first, segment them."""
+REFINERS: tuple[str, ...] = ("grabcut", "color", "landmarks", "network")
+"""How detected hands become masks (see :mod:`handseg.infer.pipeline`)."""
+DETECTOR_MODES: tuple[str, ...] = ("accurate", "fast")
+"""Detector settings: ``accurate`` (tiles, second pass; photos), ``fast`` (real time)."""

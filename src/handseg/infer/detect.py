@@ -431,4 +431,5 @@ FAST: dict[str, Any] = dict(max_hands=2, min_score=0.5, min_presence=0.5)
 ACCURATE: dict[str, Any] = dict(
     max_hands=2, min_score=0.3, min_presence=0.1, tiles="3x2", max_candidates=6, second_pass=True
 )
-DETECTOR_MODES = {"fast": FAST, "accurate": ACCURATE}
+DETECTOR_MODES = {"accurate": ACCURATE, "fast": FAST}
+"""Settings by name (names: :data:`handseg.core.constants.DETECTOR_MODES`)."""

@@ -29,6 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from handseg.core.constants import DETECTORS, REFINERS
 from handseg.core.errors import HandsegError
 from handseg.infer.detect import DETECTOR_MODES, Hand, HandDetector
 from handseg.infer.predictor import Predictor, load_model
@@ -47,8 +48,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DETECTORS = ("none", "mediapipe")
-REFINERS = ("color", "grabcut", "landmarks", "network")
 REDETECT_EVERY = 10
 """Video: palm detection every this many frames when fewer hands than wanted are followed."""
 BOX_MARGIN = 0.25
