@@ -38,6 +38,8 @@ import pytest
 import torch
 from PIL import Image
 
+import handseg.app.commands
+import handseg.infer.pipeline
 import handseg.infer.predictor
 from handseg.app.cli import main
 from handseg.core.errors import HandsegError
@@ -894,7 +896,10 @@ def _load_once(monkeypatch: pytest.MonkeyPatch, *, stub: bool) -> None:
                 cache[key].backend = _stub_network
         return cache[key]
 
+    # every place that loads a model by name: the commands and the pipeline loader
     monkeypatch.setattr(handseg.infer.predictor, "load_model", load_model)
+    monkeypatch.setattr(handseg.app.commands, "load_model", load_model)
+    monkeypatch.setattr(handseg.infer.pipeline, "load_model", load_model)
 
 
 def _run_all(op: str, fuzz_cases, model: Path, tmp_path: Path) -> Counter:
