@@ -84,9 +84,8 @@ def make_shifted(test_pairs, family: str, out: Path, per_image: int, seed: int) 
 
 
 def train_run(name: str, out: Path, args, augment: tuple[str, ...], **extra) -> Path:
-    from handseg.train.run import train
-
     from handseg.core.config import resolve_config
+    from handseg.train.run import train
 
     run = out / "runs" / name
     if (run / "model.pt").is_file() and not args.retrain:
@@ -163,7 +162,6 @@ def main() -> None:
 
     from handseg.data.pairs import find_pairs
     from handseg.data.split import make_split, save_split
-
     from handseg.eval.evaluate import evaluate_model
     from handseg.infer.predictor import load_model
 

@@ -31,6 +31,9 @@ def plain_loop(data: Path, out: Path, size, epochs: int, batch: int, seed: int) 
     """The baseline: a hand-written fp32 loop over the same split."""
     import torch
     import torch.nn.functional as F
+
+    from handseg.core.config import resolve_config
+    from handseg.core.constants import IMAGENET_MEAN, IMAGENET_STD
     from handseg.data.dataset import SegDataset
     from handseg.data.pairs import find_pairs
     from handseg.data.split import make_split
@@ -38,9 +41,6 @@ def plain_loop(data: Path, out: Path, size, epochs: int, batch: int, seed: int) 
     from handseg.model.checkpoint import save_model_file
     from handseg.model.network import HandSegNet, model_config
     from handseg.train.module import build_optimizer, build_scheduler
-
-    from handseg.core.config import resolve_config
-    from handseg.core.constants import IMAGENET_MEAN, IMAGENET_STD
 
     torch.manual_seed(seed)
     cfg = resolve_config({"preset": "scratch", "epochs": epochs, "batch_size": batch,
@@ -67,10 +67,9 @@ def plain_loop(data: Path, out: Path, size, epochs: int, batch: int, seed: int) 
 
 
 def handseg_run(data: Path, out: Path, size, epochs: int, batch: int, seed: int, **kw) -> dict:
+    from handseg.core.config import resolve_config
     from handseg.data.split import load_split
     from handseg.train.run import train
-
-    from handseg.core.config import resolve_config
 
     cfg = resolve_config({
         "images": str(data / "images"), "masks": str(data / "masks"), "out": str(out),
