@@ -29,7 +29,7 @@ from handseg.infer.pipeline import (
     split_instances,
 )
 from handseg.infer.predictor import Predictor
-from handseg.infer.refine import landmark_mask
+from handseg.infer.refine import color_refine, landmark_mask
 
 
 def _hand(cx: float, cy: float, scale: float = 20.0, label: str = "right") -> Hand:
@@ -268,3 +268,19 @@ def test_cli_detector_on_a_hand_free_photo_writes_an_empty_mask(tmp_path):
     )
     assert not np.asarray(Image.open(out / "wall_mask.png")).any()
     assert json.loads((out / "wall_hands.json").read_text())["hands"] == []
+
+
+def test_color_refiner_follows_the_hand_colour_not_the_skeleton():
+    """A skin-coloured hand, drawn wider than the skeleton mask, on a blue wall: the colour
+    model sampled at the landmarks recovers the painted hand, not the skeleton's outline."""
+    hand = _hand(80, 110, scale=14)
+    painted = landmark_mask((160, 160), [hand], finger_width=0.35, palm_pad=0.3) > 0
+    image = np.zeros((160, 160, 3), np.uint8)
+    image[:] = (40, 60, 170)
+    image[painted] = (205, 150, 120)
+    found = color_refine(image, [hand]) > 0
+    iou = (found & painted).sum() / (found | painted).sum()
+    skeleton = landmark_mask((160, 160), [hand]) > 0
+    assert iou > 0.95
+    assert iou > (skeleton & painted).sum() / (skeleton | painted).sum()
+    assert not found[:, :20].any()  # nothing on the far wall

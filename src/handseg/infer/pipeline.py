@@ -29,7 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from handseg.core.constants import DETECTORS, REFINERS
+from handseg.core.constants import CLASS_NAMES, DETECTORS, REFINERS
 from handseg.core.errors import HandsegError
 from handseg.infer.detect import DETECTOR_MODES, Hand, HandDetector
 from handseg.infer.predictor import Predictor, load_model
@@ -171,7 +171,7 @@ class HandSegmenter:
     and the ``color`` refiner).
     """
 
-    classes = ("background", "hand")
+    classes = CLASS_NAMES
 
     def __init__(self, pipeline: HandPipeline) -> None:
         self.pipeline = pipeline

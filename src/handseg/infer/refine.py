@@ -163,14 +163,13 @@ def color_refine(
         rgb_uint8 if sc == 1.0 else cv2.resize(rgb_uint8, (sw, sh), interpolation=cv2.INTER_AREA)
     )
     ycc = cv2.cvtColor(small, cv2.COLOR_RGB2YCrCb)
-    by, bcr, bcb = bins
+    by, bcr, bcb = bins = tuple(bins)
     q = (
         (ycc[..., 0].astype(np.int32) * by >> 8) * (bcr * bcb)
         + (ycc[..., 1].astype(np.int32) * bcr >> 8) * bcb
         + (ycc[..., 2].astype(np.int32) * bcb >> 8)
     )
     res = np.zeros((sh, sw), np.uint8)
-    k3 = np.ones((3, 3), np.uint8)
     for hd in hands:
         d = replace(hd, landmarks=hd.landmarks * np.float32(sc))
         lm = d.landmarks[:, :2]
@@ -191,29 +190,49 @@ def color_refine(
         if lmm.sum() < 20 or bgs.sum() < 20:
             res[y0:y1, x0:x1] |= lmm.astype(np.uint8) * 255
             continue
-        n = by * bcr * bcb
-        hf = np.bincount(qc[lmm], minlength=n).astype(np.float32).reshape(by, bcr, bcb)
-        hb = np.bincount(qc[bgs], minlength=n).astype(np.float32).reshape(by, bcr, bcb)
-        if smooth > 0:
-            for hh in (hf, hb):
-                for i in range(by):
-                    hh[i] = cv2.GaussianBlur(hh[i], (0, 0), smooth)
-        hf /= hf.sum()
-        hb /= hb.sum()
-        prob = (hf / (hf + hb + 1e-6)).ravel()[qc]
+        prob = _hand_probability(qc, lmm, bgs, bins, smooth)
         fg = np.where(lmm, prob > t_in, (prob > t_out) & cand) | seed
-        fg = fg.astype(np.uint8)
-        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, k3)
-        fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, k3)
-        fg |= seed
-        k, lab = cv2.connectedComponents(fg, connectivity=8)
-        if k > 2:
-            keep = np.zeros(k, bool)
-            keep[np.unique(lab[seed])] = True
-            keep[0] = False
-            fg = keep[lab].astype(np.uint8)
-        res[y0:y1, x0:x1] |= fg * 255
+        res[y0:y1, x0:x1] |= _clean(fg.astype(np.uint8), seed) * 255
     if sc != 1.0:
         res = cv2.resize(res, (w, h), interpolation=cv2.INTER_LINEAR)
         return np.where(res >= 128, 255, 0).astype(np.uint8)
     return res
+
+
+def _hand_probability(
+    q: np.ndarray,
+    hand: np.ndarray,
+    background: np.ndarray,
+    bins: tuple[int, int, int],
+    smooth: float,
+) -> np.ndarray:
+    """P(hand | colour) per pixel from two 3-D YCrCb histograms (equal priors).
+
+    ``q``: (h, w) histogram bin of every pixel; ``hand`` / ``background``: (h, w) bool
+    samples. Each histogram is smoothed over Cr/Cb with a Gaussian of ``smooth`` bins."""
+    n = int(np.prod(bins))
+    hf = np.bincount(q[hand], minlength=n).astype(np.float32).reshape(bins)
+    hb = np.bincount(q[background], minlength=n).astype(np.float32).reshape(bins)
+    if smooth > 0:
+        for hist in (hf, hb):
+            for i in range(bins[0]):
+                hist[i] = cv2.GaussianBlur(hist[i], (0, 0), smooth)
+    hf /= hf.sum()
+    hb /= hb.sum()
+    return (hf / (hf + hb + 1e-6)).ravel()[q]
+
+
+def _clean(fg: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """3 x 3 opening + closing, the seed put back, and only the connected components that
+    touch the seed kept: (h, w) uint8 0/1."""
+    k3 = np.ones((3, 3), np.uint8)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, k3)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, k3)
+    fg |= seed.astype(np.uint8)
+    k, lab = cv2.connectedComponents(fg, connectivity=8)
+    if k > 2:
+        keep = np.zeros(k, bool)
+        keep[np.unique(lab[seed])] = True
+        keep[0] = False
+        fg = keep[lab].astype(np.uint8)
+    return fg
