@@ -18,6 +18,7 @@ from handseg.app.cli import main
 from handseg.core.errors import HandsegError
 from handseg.infer import detect
 from handseg.infer import pipeline as pipeline_module
+from handseg.infer.crops import CROP_SIZE, crop_transform, paste_back, prior, warp_crop
 from handseg.infer.detect import Hand
 from handseg.infer.hand_models import find_hand_models
 from handseg.infer.media import predict_paths
@@ -284,3 +285,32 @@ def test_color_refiner_follows_the_hand_colour_not_the_skeleton():
     assert iou > 0.95
     assert iou > (skeleton & painted).sum() / (skeleton | painted).sum()
     assert not found[:, :20].any()  # nothing on the far wall
+
+
+def test_crops_are_canonical_and_paste_back_where_they_came_from():
+    """Crop -> segment -> paste back: a 'segmenter' that returns the crop's own mask puts
+    it back exactly where it was; image and mask stay aligned under any jitter; a hand
+    turned 90 degrees gives the same upright crop."""
+    hand = _hand(120, 140, scale=12)
+    shape = (240, 260)
+    mask = landmark_mask(shape, [hand])
+    image = np.zeros((*shape, 3), np.uint8)
+    image[mask > 0] = (200, 150, 120)
+    for jitter in ((0, 0, 0, 0), (0.05, -0.04, 0.1, 0.3)):
+        m = crop_transform(hand.landmarks, jitter=jitter)
+        crop_img, crop_mask = warp_crop(image, m), warp_crop(mask, m, nearest=True)
+        # aligned: the crop's mask is where the crop's image is skin-coloured
+        skin = crop_img[..., 0] > 100
+        assert ((crop_mask > 0) == skin).mean() > 0.98
+        back = paste_back((crop_mask > 0).astype(np.float32), m, shape) > 0.5
+        assert ((back > 0) == (mask > 0)).mean() > 0.995
+    # the crop holds the whole hand with the wrist at the bottom, fingers up
+    m = crop_transform(hand.landmarks)
+    lm = hand.landmarks[:, :2] @ m[:, :2].T + m[:, 2]
+    assert (lm >= 0).all() and (lm < CROP_SIZE).all()
+    assert lm[0, 1] > lm[12, 1]  # wrist below the middle finger tip
+    turned = hand.landmarks.copy()
+    turned[:, :2] = (hand.landmarks[:, :2] - 120) @ np.array([[0, -1], [1, 0]]).T + 120
+    m2 = crop_transform(turned)
+    np.testing.assert_allclose(turned[:, :2] @ m2[:, :2].T + m2[:, 2], lm, atol=1e-6)
+    assert prior(hand, m).shape == (CROP_SIZE, CROP_SIZE)
