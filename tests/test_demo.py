@@ -43,8 +43,11 @@ def test_demo_writes_data_run_overlays_and_report(demo):
 def test_report_refers_only_to_files_that_exist(demo):
     out, _ = demo
     page = out / "report.html"
+    text = page.read_text(encoding="utf-8")
+    # named by the demo's output folder (its data is demo-output/data) and the preset
+    assert "<h1>Hand segmentation report: demo-output, preset demo</h1>" in text
     parsed = _Links()
-    parsed.feed(page.read_text(encoding="utf-8"))
+    parsed.feed(text)
     files = []
     for link in parsed.links:
         if link.startswith("#"):
@@ -95,3 +98,20 @@ def test_demo_families_flag(monkeypatch, tmp_path):
     assert main(["demo", "--out", out, "--families", "plain", "skin"]) == 0
     assert main(["demo", "--out", out, "--families", "all"]) == 0
     assert seen == [DEMO_FAMILIES, ("plain", "skin"), None]
+
+
+@pytest.mark.parametrize("command", ["demo", "synth"])
+def test_n_is_spelled_the_same_in_demo_and_synth(monkeypatch, tmp_path, command):
+    """-n and --n both set the number of photos, in both commands."""
+    import handseg.app.cli
+
+    seen = []
+    # the names the commands call (a real run here would generate and train)
+    monkeypatch.setattr(handseg.app.cli, "run_demo", lambda out, **kw: seen.append(kw["n"]))
+    monkeypatch.setattr(
+        handseg.app.cli, "make_synthetic", lambda out, **kw: seen.append(kw["n"]) or Path(out)
+    )
+    out = str(tmp_path / "x")
+    assert main([command, "--out", out, "-n", "7"]) == 0
+    assert main([command, "--out", out, "--n", "9"]) == 0
+    assert seen == [7, 9]

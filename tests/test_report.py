@@ -15,7 +15,10 @@ import pytest
 from handseg.app.cli import main
 from handseg.core.config import resolve_config
 from handseg.core.errors import HandsegError
+from handseg.core.rundir import RunDir
+from handseg.report.context import run_title
 from handseg.report.report import write_report
+from handseg.report.run import read_run
 from handseg.train.run import train
 
 
@@ -101,6 +104,8 @@ def test_cli_report_explains_the_metrics_and_shows_every_test_image(run, tmp_pat
                  "Hand IoU", "BF score", "Training progress", "confusion matrix"):  # fmt: skip
         assert name in text, name
     assert "Missing from this run" not in text
+    # named by its data folder and preset, and the run folder's name ("r", not the default)
+    assert "<h1>Hand segmentation report: synth, preset scratch (r)</h1>" in text
     names = _test_names(run)
     assert names
     for name in names:
@@ -204,3 +209,29 @@ def test_not_a_run_folder_is_refused(tmp_path, capsys):
     assert main(["report", str(tmp_path / "photos")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "photos" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("folder", "config", "title"),
+    [
+        # the demo's layout: DIR/data/images -> the demo's output folder
+        ("demo-output/run", {"images": "{tmp}/demo-output/data/images", "preset": "demo"},
+         "demo-output, preset demo"),
+        ("runs/run", {"images": "/d/arsl-bg11", "masks": "/d/arsl-gt", "preset": "robust"},
+         "arsl-bg11, preset robust"),
+        ("runs/lr-1e-3", {"images": "/d/arsl-bg11/Images", "preset": "scratch"},
+         "arsl-bg11, preset scratch (lr-1e-3)"),
+        ("runs/exp3", {"preset": "hands"}, "preset hands (exp3)"),  # split file only
+        ("runs/exp4", None, "exp4"),  # no config.yaml: the folder's name
+    ],
+)  # fmt: skip
+def test_the_title_names_the_data_folder_and_the_preset(tmp_path, folder, config, title):
+    run_dir = tmp_path / folder
+    run_dir.mkdir(parents=True)
+    if config is not None:
+        images = config.get("images", "")
+        config = config | ({"images": images.format(tmp=tmp_path)} if images else {})
+        (run_dir / "config.yaml").write_text(
+            "".join(f"{k}: {json.dumps(v)}\n" for k, v in config.items())
+        )
+    assert run_title(read_run(RunDir(run_dir))) == title

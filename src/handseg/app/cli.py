@@ -44,7 +44,9 @@ def _add_synth(sub: argparse._SubParsersAction) -> None:
         "of varied shapes and skin tones on plain to cluttered backgrounds.",
     )
     p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("-n", type=int, default=100, help="number of images (default 100)")
+    p.add_argument(  # -n as in `handseg demo`; --n is an alias
+        "-n", "--n", dest="n", type=int, default=100, help="number of images (default 100)"
+    )
     p.add_argument(
         "--size",
         type=int,
@@ -288,11 +290,13 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         help="synthetic data -> trained model -> HTML report, in one command",
         description="Generate the built-in synthetic hand photos, train the scratch preset at "
         "a small size, evaluate the test split and write DIR/report.html (open it in a "
-        "browser), DIR/run (the training run), DIR/overlays and DIR/data. The defaults take "
-        "a few minutes on two CPU cores.",
+        "browser), DIR/run (the training run), DIR/overlays and DIR/data. The defaults took "
+        "19 minutes on 2 shared CPU cores.",
     )
     p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
-    p.add_argument("--n", type=int, default=n, help=f"synthetic photos (default {n})")
+    p.add_argument(  # -n as in `handseg synth`; --n is an alias
+        "-n", "--n", dest="n", type=int, default=n, help=f"synthetic photos (default {n})"
+    )
     p.add_argument(
         "--size", type=int, nargs=2, default=(h, w), metavar=("H", "W"),
         help=f"photo and training size, height width (default {h} {w})",
@@ -306,7 +310,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         default=list(DEMO_FAMILIES),
         help="background families of the synthetic photos: plain gradient texture clutter "
         f"indoor skin, or all (default {fam}: the hardest ones, skin-coloured distractors and "
-        "indoor scenes, need far more training than a demo's few minutes)",
+        "indoor scenes, need far more training than a demo's budget)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     add_device_option(p)

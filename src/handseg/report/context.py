@@ -38,10 +38,16 @@ __all__ = [
     "Tile",
     "build_page",
     "code_spans",
+    "run_title",
 ]
 
 DATASET_KEYS = ("GlobalAccuracy", "MeanAccuracy", "MeanIoU", "WeightedIoU", "MeanBFScore")
 CLASS_KEYS = ("Accuracy", "IoU", "MeanBFScore")
+# folder names that say nothing about the data; the title names the nearest folder above them
+GENERIC_FOLDERS = frozenset(
+    {"images", "image", "imgs", "img", "photos", "pictures", "rgb", "data", "dataset",
+     "datasets", "train", "training", "val", "test"}
+)  # fmt: skip
 # (section id, its link in the table of contents), in the order of the links
 TOC = (
     ("headline", "Headline"),
@@ -320,6 +326,33 @@ def _details(run: RunData) -> dict[str, Any] | None:
     return {"config_text": config_text, "versions": versions, "files": files}
 
 
+def _data_name(images: Any) -> str | None:
+    """The name of the photos' folder, or of the nearest folder above it whose name is not
+    generic (``demo-output/data/images`` -> ``demo-output``); None when there is none."""
+    if not images:
+        return None
+    path = Path(str(images))
+    for folder in (path, *path.parents):
+        if folder.name and folder.name.lower() not in GENERIC_FOLDERS:
+            return folder.name
+    return None
+
+
+def run_title(run: RunData) -> str:
+    """What the page calls the run: the data folder and the preset from its ``config.yaml``
+    (``arsl-bg11, preset robust``), plus the run folder's name unless it is the default
+    ``run``; just the run folder's name when the config says neither."""
+    cfg = run.config or {}
+    folder = run.dir.path.resolve().name
+    parts = [_data_name(cfg.get("images"))]
+    if cfg.get("preset"):
+        parts.append(f"preset {cfg['preset']}")
+    named = ", ".join(p for p in parts if p)
+    if not named:
+        return folder
+    return named if folder == "run" else f"{named} ({folder})"
+
+
 def _missing(run: RunData, notes: list[tuple[str, str]]) -> list[tuple[str, Spans]]:
     return [(what, code_spans(how)) for what, how in run.missing + notes]
 
@@ -330,7 +363,7 @@ def build_page(
     """The template's context for the report of ``run``; ``notes``: (what, why) lines added
     to the "Missing" section."""
     return Page(
-        name=run.dir.path.resolve().name,
+        name=run_title(run),
         run_path=str(run.dir.path.resolve()),
         written=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         version=__version__,
