@@ -291,7 +291,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         description="Generate the built-in synthetic hand photos, train the scratch preset at "
         "a small size, evaluate the test split and write DIR/report.html (open it in a "
         "browser), DIR/run (the training run), DIR/overlays and DIR/data. The defaults took "
-        "19 minutes on 2 shared CPU cores.",
+        "9 minutes on 2 shared CPU cores.",
     )
     p.add_argument("--out", default="demo-output", help="output folder (default demo-output)")
     p.add_argument(  # -n as in `handseg synth`; --n is an alias

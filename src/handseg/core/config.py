@@ -78,7 +78,7 @@ PRESETS["hands"] = PRESETS["scratch"] | {
 }
 PRESETS["demo"] = PRESETS["scratch"] | {
     "image_size": (128, 160),
-    "epochs": 50,
+    "epochs": 25,  # 50 took 19.0 min on 2 slow shared cores (IoU 0.865); 25: 8.8 min, 0.821
     "output_stride": 16,
     "batch_size": 4,
     "augment": ("seed",),
