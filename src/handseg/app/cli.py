@@ -15,11 +15,16 @@ from collections.abc import Callable
 from handseg.app.commands import run_compare, run_evaluate, run_hand_value, run_predict
 from handseg.app.demo import DEMO_FAMILIES, DEMO_PHOTOS, run_demo
 from handseg.app.flags import add_config_options, add_device_option, config_options
+from handseg.app.serve import ServeLimits, serve
+from handseg.core.annotations import DEFAULT_TOLERANCE
 from handseg.core.config import PRESETS
 from handseg.core.constants import DETECTOR_MODES, DETECTORS, REFINERS, __version__
 from handseg.core.device import INFERENCE_PRECISIONS, RUNTIMES
 from handseg.core.errors import HandsegError
 from handseg.core.rundir import RunDir
+from handseg.data.convert import TARGETS as CONVERT_TARGETS
+from handseg.data.convert import convert_masks
+from handseg.data.convert import describe as describe_conversion
 from handseg.data.inspect import format_inspect_report, inspect_data
 from handseg.data.split import training_images
 from handseg.eval.baseline import run_skin_baseline
@@ -76,7 +81,9 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
         "grid of photos with their masks overlaid.",
     )
     p.add_argument("--images", required=True, help="folder of photos")
-    p.add_argument("--masks", required=True, help="folder of masks (white = hand)")
+    p.add_argument("--masks", required=True,
+                   help="folder of masks (white = hand), or a COCO JSON, a folder of LabelMe "
+                   "JSON files or a CVAT mask zip")  # fmt: skip
     p.add_argument("--out", help="folder for class-frequency.png, samples.png, inspect.json")
     p.add_argument(
         "--hand-value", metavar="V",
@@ -90,6 +97,39 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
     info = inspect_data(args.images, args.masks, args.out, hand_value=args.hand_value)
     print(format_inspect_report(info))
+    return 0
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="masks to annotation tools and back: COCO, CVAT, LabelMe, PNG",
+        description="Write the masks of MASKS (a folder of masks such as handseg predict "
+        "writes, a COCO JSON, a folder of LabelMe JSON files or a CVAT mask zip) as: coco "
+        "(one JSON, an RLE per connected hand, or per hand where predict --instances wrote "
+        "<name>_hand<i>.png), cvat (a 'Segmentation mask 1.1' zip to upload into a CVAT "
+        "task), labelme (one JSON of polygons per photo; holes are 'background' polygons), "
+        "png (0/255) or palette (indexed PNG). Overlays beside the masks are left out.",
+        epilog="Example: handseg predict --model runs/r1/model.pt new_photos --out pred && "
+        "handseg convert pred --to cvat --images new_photos --out pred_cvat.zip",
+    )
+    p.add_argument("masks", metavar="MASKS", help="masks folder or annotation file to read")
+    p.add_argument("--to", required=True, choices=CONVERT_TARGETS, help="format to write")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="file for coco (.json) and cvat (.zip), folder for the others")  # fmt: skip
+    p.add_argument("--images", metavar="DIR",
+                   help="the photos: their real file names and sizes go into the files "
+                   "(without it <name>_mask.png stands for <name>.jpg at the mask's size)")  # fmt: skip
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, metavar="PX",
+                   help="labelme: polygon simplification in pixels, 0 keeps every corner "
+                   f"(default {DEFAULT_TOLERANCE:g})")  # fmt: skip
+    p.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    result = convert_masks(args.masks, args.to, args.out, images=args.images,
+                           tolerance=args.tolerance)  # fmt: skip
+    print(describe_conversion(result))
     return 0
 
 
@@ -140,7 +180,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="model file (RUN/model.pt) to run on --images")
     p.add_argument("--pred-masks", metavar="DIR", help="masks predicted by any tool, to score")
     p.add_argument("--images", help="folder of photos (with --model)")
-    p.add_argument("--masks", help="folder of ground-truth masks (white/bright = hand)")
+    p.add_argument("--masks", help="ground-truth masks: a folder (white/bright = hand), a "
+                   "COCO JSON, a LabelMe folder or a CVAT mask zip")  # fmt: skip
     p.add_argument(
         "--split", choices=["train", "val", "test"],
         help="evaluate this subset of RUN/split.json (folders default to those in the split)",
@@ -217,7 +258,37 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="also show the overlaid frames in a window (q or Esc stops)",
     )
     live.add_argument("--max-frames", type=int, help="stop after this many frames")
+    _add_collection_options(p)
     p.set_defaults(func=_run_predict)
+
+
+def _add_collection_options(p: argparse.ArgumentParser) -> None:
+    c = p.add_argument_group(
+        "collections",
+        "Predict a whole collection: inputs listed lazily (folders recursively; outputs "
+        "mirror their sub-folders), images decoded by worker processes, shared between "
+        "processes and machines, outputs written atomically, and OUT/manifest.csv with one "
+        "row per input (input, status ok|existing|error, mask, overlay, instances, height, "
+        "width, hand_share, hands, runtime, ms, error). Bad inputs get an error row; the "
+        "exit code is 0 unless none could be read (2). Any option here selects this mode. "
+        "Under torchrun or srun give --devices (processes per machine) and --num-nodes as "
+        "launched.",
+    )
+    c.add_argument("--collection", action="store_true",
+                   help="collection mode in one process with the default settings")  # fmt: skip
+    c.add_argument("--devices", type=int, default=1, metavar="N",
+                   help="processes per machine, one per GPU (CPU: the cores are shared "
+                   "out); default 1")  # fmt: skip
+    c.add_argument("--num-nodes", type=int, default=1, metavar="M",
+                   help="machines (default 1)")  # fmt: skip
+    c.add_argument("--skip-existing", action="store_true",
+                   help="resume: skip inputs whose outputs all exist (an interrupted run "
+                   "restarted with this ends as if never interrupted)")  # fmt: skip
+    c.add_argument("--list", dest="lists", action="append", metavar="FILE",
+                   help="text file with one image path per line (repeatable)")  # fmt: skip
+    c.add_argument("--workers", type=int, metavar="N",
+                   help="image-decoding worker processes per process (default: the CPU "
+                   "cores per process, at most 4; 0 decodes in the process itself)")  # fmt: skip
 
 
 def _run_predict(args: argparse.Namespace) -> int:
@@ -225,8 +296,12 @@ def _run_predict(args: argparse.Namespace) -> int:
         args.model, args.inputs, args.out, batch_size=args.batch_size, overlay=args.overlay,
         camera=args.camera, show=args.show, max_frames=args.max_frames, device=args.device,
         detector=args.detector, refine=args.refine, detector_mode=args.detector_mode,
-        instances=args.instances, **_runtime_kwargs(args),
+        instances=args.instances, collection=args.collection, devices=args.devices,
+        num_nodes=args.num_nodes, skip_existing=args.skip_existing, lists=args.lists,
+        workers=args.workers, **_runtime_kwargs(args),
     )  # fmt: skip
+    if "collection" in r:
+        return _print_collection(r["collection"])
     if r["camera"] is not None:
         c = r["camera"]
         print(f"camera {args.camera}: {c['frames']} frames at {c['fps']:.1f} frames/s -> "
@@ -245,6 +320,14 @@ def _run_predict(args: argparse.Namespace) -> int:
         f"wrote {n_images} {what} to {args.out}"
         + (f"; skipped {skipped} unreadable input(s)" if skipped else "")
     )
+    return 0
+
+
+def _print_collection(c: dict) -> int:
+    if c["counts"] is not None:  # rank 0 only
+        n = c["counts"]
+        print(f"{n.get('ok', 0)} predicted, {n.get('existing', 0)} already done, "
+              f"{n.get('error', 0)} unreadable; manifest: {c['manifest']}")  # fmt: skip
     return 0
 
 
@@ -467,9 +550,56 @@ def _run_fetch_hand_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    d = ServeLimits()
+    p = sub.add_parser(
+        "serve",
+        help="a local web page and HTTP API: drop photos, get masks (and scores) back",
+        description="Serve a page (http://HOST:PORT/) where photos dropped or chosen are "
+        "segmented with their overlay and mask side by side, scored against dropped "
+        "ground-truth masks (hand IoU, BF), downloaded as a zip, or sent live from the "
+        "webcam; and the HTTP API behind it: POST /api/segment, POST /api/evaluate, "
+        "GET /api/model, GET /healthz (documented at /docs). The model runs as in "
+        "handseg predict (same runtime choice, the same masks). Needs the serve extra: "
+        "pip install 'handseg[serve]'.",
+        epilog="Example: handseg serve --model runs/r1/model.pt, then open "
+        "http://127.0.0.1:8000/ or: curl -F image=@photo.jpg "
+        "http://127.0.0.1:8000/api/segment -o photo_mask.png",
+    )
+    p.add_argument("--model", required=True, help="model file (RUN/model.pt, or model.onnx)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; another "
+                   "address warns that the page has no authentication)")  # fmt: skip
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    lim = p.add_argument_group("limits")
+    lim.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb, metavar="MB",
+                     help=f"largest request body (default {d.max_upload_mb:g} MB)")  # fmt: skip
+    lim.add_argument("--max-megapixels", type=float, default=d.max_megapixels, metavar="MP",
+                     help=f"largest image, checked before decoding (default "
+                     f"{d.max_megapixels:g})")  # fmt: skip
+    lim.add_argument("--workers", type=int, default=d.workers, metavar="N",
+                     help=f"requests decoded and segmented at once (default {d.workers})")  # fmt: skip
+    lim.add_argument("--queue", type=int, default=d.queue, metavar="N",
+                     help=f"requests that may wait; more get 503 busy (default {d.queue})")  # fmt: skip
+    add_device_option(p)
+    _add_runtime_options(p)
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    limits = ServeLimits(
+        max_upload_mb=args.max_upload_mb, max_megapixels=args.max_megapixels,
+        workers=args.workers, queue=args.queue,
+    )  # fmt: skip
+    serve(args.model, host=args.host, port=args.port, limits=limits, device=args.device,
+          **_runtime_kwargs(args))  # fmt: skip
+    return 0
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_synth,
     _add_inspect,
+    _add_convert,
     _add_train,
     _add_evaluate,
     _add_predict,
@@ -479,6 +609,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_baseline,
     _add_export,
     _add_fetch_hand_models,
+    _add_serve,
 ]
 
 

@@ -109,7 +109,12 @@ class TrainConfig:
 
     # data
     images: str | None = _option(None, "folder of photos", group=_DATA)
-    masks: str | None = _option(None, "folder of masks (white/bright = hand)", group=_DATA)
+    masks: str | None = _option(
+        None,
+        "folder of masks (white/bright = hand), or a COCO JSON, a folder of LabelMe JSON "
+        "files or a CVAT mask zip (told from the content)",
+        group=_DATA,
+    )
     split: str | None = _option(
         None, "reuse an existing split.json instead of drawing a new split", group=_DATA
     )

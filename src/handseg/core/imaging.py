@@ -14,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from handseg.core.constants import IMAGE_EXTS, IMAGENET_MEAN, IMAGENET_STD
 from handseg.core.errors import HandsegError
+from handseg.core.mask_sources import read_annotation_mask
 
 _EXIF_ORIENTATION = 0x0112
 log = logging.getLogger(__name__)
@@ -322,8 +323,15 @@ def read_mask(
     which value is hand: ``hand = (value == hand_value)`` on the stored values (palette
     index for palette PNGs; all channels equal to it for RGB), or an RGB triple / "R,G,B"
     string for colour masks. EXIF orientation is applied, as for photos.
+
+    ``path`` may also be an annotation (:mod:`handseg.core.mask_sources`): a LabelMe JSON
+    file or a ``<COCO file or CVAT zip>/<member>`` path, decoded by its hand labels
+    (``hand_value`` does not apply).
     """
     path = Path(path)
+    annotated = read_annotation_mask(path)
+    if annotated is not None:
+        return annotated
     value = parse_hand_value(hand_value)
     im = _exif_transpose(_open(path, "mask")[0], path, "mask")
     if value is not None:

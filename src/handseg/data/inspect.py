@@ -25,6 +25,7 @@ from handseg.core.imaging import (
     resize_mask,
 )
 from handseg.core.io import atomic_write_json
+from handseg.core.mask_sources import FORMAT_NAMES
 from handseg.data.dataset import label_counts, median_frequency_weights
 from handseg.data.pairs import PairList, find_pairs
 
@@ -61,7 +62,8 @@ def inspect_data(
 ) -> dict[str, Any]:
     """Read every (image, mask) pair once and summarise the data set.
 
-    Returns a JSON-serialisable dict with ``rule``, ``num_pairs``, ``first_pairs``,
+    Returns a JSON-serialisable dict with ``mask_format`` (``png``, ``coco``, ``labelme``
+    or ``cvat``: what ``masks_dir`` held), ``rule``, ``num_pairs``, ``first_pairs``,
     ``image_sizes`` / ``mask_sizes`` ("W x H" -> count), ``classes`` (name, pixel_count,
     image_pixel_count, frequency, as MATLAB ``countEachLabel``; counted at each image's
     size, the mask fitted to it), ``class_weights`` (median-frequency, name -> weight),
@@ -75,6 +77,7 @@ def inspect_data(
     info: dict[str, Any] = {
         "images_dir": str(images_dir),
         "masks_dir": str(masks_dir),
+        "mask_format": pairs.mask_format,
         "rule": pairs.rule,
         "num_pairs": len(pairs),
         "first_pairs": [[i.name, m.name] for i, m in pairs[:3]],
@@ -208,7 +211,7 @@ def format_inspect_report(info: dict[str, Any]) -> str:
     """The terminal text for an :func:`inspect_data` result."""
     lines = [
         f"images: {info['images_dir']}",
-        f"masks:  {info['masks_dir']}",
+        f"masks:  {info['masks_dir']} (read as {FORMAT_NAMES[info.get('mask_format', 'png')]})",
         f"pairs:  {info['num_pairs']}, paired by {_RULES.get(info['rule'], info['rule'])}",
     ]
     shown = [tuple(p) for p in info["first_pairs"]]

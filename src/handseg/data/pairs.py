@@ -9,7 +9,20 @@ from pathlib import Path
 import numpy as np
 
 from handseg.core.errors import HandsegError
-from handseg.core.imaging import fit_mask_to_image, list_images, read_image, read_mask, short_list
+from handseg.core.imaging import (
+    fit_mask_to_image,
+    list_images,
+    natural_key,
+    read_image,
+    read_mask,
+    short_list,
+)
+from handseg.core.mask_sources import (
+    FORMAT_NAMES,
+    annotation_members,
+    detect_format,
+    labelme_files,
+)
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +34,39 @@ class PairList(list):
     """A ``list[tuple[Path, Path]]`` of (image, mask) pairs that remembers how it was paired.
 
     ``rule`` is ``"stem"`` (matching file names) or ``"natural-order"`` (i-th image with the
-    i-th mask in natural sort order, the seed workflow's rule).
+    i-th mask in natural sort order, the seed workflow's rule); ``mask_format`` where the
+    masks came from (:data:`handseg.core.mask_sources.FORMATS`: ``png``, ``coco``,
+    ``labelme`` or ``cvat``).
     """
 
-    def __init__(self, pairs: Iterable[tuple[Path, Path]] = (), rule: str = "stem") -> None:
+    def __init__(
+        self,
+        pairs: Iterable[tuple[Path, Path]] = (),
+        rule: str = "stem",
+        mask_format: str = "png",
+    ) -> None:
         super().__init__(pairs)
         self.rule = rule
+        self.mask_format = mask_format
+
+
+def list_masks(masks: str | Path) -> tuple[str, list[Path]]:
+    """``(format, masks)`` of a ``--masks`` path: a folder of mask images, a COCO JSON, a
+    folder of LabelMe JSON files (or one such file) or a CVAT mask zip, told from the
+    content (:func:`handseg.core.mask_sources.detect_format`). Annotations inside a file
+    are ``<file>/<member>`` paths that :func:`~handseg.core.imaging.read_mask` decodes;
+    the list is in natural order of the names."""
+    masks = Path(masks)
+    fmt = detect_format(masks)
+    if fmt == "png":
+        return fmt, list_images(masks, what="masks")
+    if fmt == "labelme":
+        found = labelme_files(masks) if masks.is_dir() else [masks]
+    else:
+        found = [masks / name for name in annotation_members(masks)]
+    if not found:
+        raise HandsegError(f"{masks} ({FORMAT_NAMES[fmt]}) holds no masks")
+    return fmt, sorted(found, key=lambda p: natural_key(p.name))
 
 
 def _mask_keys(stem: str) -> list[str]:
@@ -47,14 +87,16 @@ def find_pairs(images_dir: str | Path, masks_dir: str | Path) -> PairList:
          (``img2`` before ``img10``), as the seed workflow does;
       3. otherwise :class:`HandsegError` naming the orphans on each side.
 
-    Images and masks may share one folder (masks then need a mask suffix).
+    Images and masks may share one folder (masks then need a mask suffix; LabelMe JSON
+    files saved beside their photos need none). ``masks_dir`` may also be an annotation
+    tool's export (:func:`list_masks`).
     Returns a :class:`PairList` in natural order of the image names; ``.rule`` says which
     rule was used (also logged).
     """
     images_dir, masks_dir = Path(images_dir), Path(masks_dir)
     images = list_images(images_dir, what="images")
-    masks = list_images(masks_dir, what="masks")
-    if images_dir.resolve() == masks_dir.resolve():
+    fmt, masks = list_masks(masks_dir)
+    if fmt == "png" and images_dir.resolve() == masks_dir.resolve():
         masks = [p for p in images if len(_mask_keys(p.stem)) > 1]
         images = [p for p in images if len(_mask_keys(p.stem)) == 1]
         if not images or not masks:
@@ -62,7 +104,9 @@ def find_pairs(images_dir: str | Path, masks_dir: str | Path) -> PairList:
                 f"images and masks share folder {images_dir} but masks need a suffix "
                 f"({', '.join(MASK_SUFFIXES)}); put them in separate folders"
             )
-    return pair_files(images, masks, images_dir=images_dir, masks_dir=masks_dir)
+    pairs = pair_files(images, masks, images_dir=images_dir, masks_dir=masks_dir)
+    pairs.mask_format = fmt
+    return pairs
 
 
 def pair_files(

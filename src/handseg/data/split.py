@@ -14,6 +14,7 @@ from handseg.core.constants import SUBSETS
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import list_images, natural_key, short_list
 from handseg.core.io import atomic_write_json
+from handseg.core.mask_sources import mask_exists
 from handseg.core.rundir import RunDir
 
 
@@ -164,7 +165,8 @@ def load_split(
                 ) from None
             i = i if i.is_absolute() or img_dir is None else Path(img_dir) / i
             m = m if m.is_absolute() or msk_dir is None else Path(msk_dir) / m
-            missing += [p for p in (i, m) if not p.is_file()]
+            missing += [i] if not i.is_file() else []
+            missing += [m] if not mask_exists(m) else []  # a file or an annotation in one
             subset.append((i, m))
         out[name] = subset
     if missing:

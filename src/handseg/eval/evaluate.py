@@ -26,7 +26,7 @@ from handseg.core.imaging import (
 )
 from handseg.core.io import atomic_write_text
 from handseg.core.viz import comparison_figure, comparison_image, confusion_figure
-from handseg.data.pairs import pair_files
+from handseg.data.pairs import list_masks, pair_files
 from handseg.data.split import load_split
 from handseg.eval.metrics import SegmentationMetrics, to_json, write_per_image_csv
 
@@ -131,7 +131,7 @@ def evaluate_mask_folders(
 def _prediction_pairs(pred_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     """(predicted mask, ground-truth mask) pairs of two folders; see
     :func:`evaluate_mask_folders`."""
-    gts = list_images(masks_dir, what="ground-truth masks")
+    gts = list_masks(masks_dir)[1]  # a folder, or an annotation tool's export
     if pred_dir.resolve() == masks_dir.resolve():  # a folder against itself
         return [(m, m) for m in gts]
     preds = _without_overlays(list_images(pred_dir, what="predicted masks"))

@@ -1,0 +1,235 @@
+"""Masks <-> annotation-tool encodings: pure array code, no files.
+
+- COCO run-length encoding (RLE), column-major as pycocotools encodes it, with counts as
+  pycocotools' compressed string or as a plain list;
+- polygons traced from a mask for LabelMe (holes and islands inside holes kept as layers:
+  hand polygons, then "background" polygons that cut holes, then hand polygons inside the
+  holes, ...) and their rasterisation in file order;
+- CVAT's ``labelmap.txt`` (``label:r,g,b:parts:actions``) and the colours of its masks.
+
+Masks are (H, W) uint8 with 0 = background, 1 = hand (any non-zero value counts as hand
+when encoding). The file formats themselves (which JSON keys, which zip members) live in
+:mod:`handseg.core.mask_sources` (reading) and :mod:`handseg.data.convert` (writing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from handseg.core.constants import CLASS_NAMES
+
+BACKGROUND_LABELS: frozenset[str] = frozenset(
+    {CLASS_NAMES[0], "_background_", "__background__", "bg", "hole"}
+)
+"""Label names that mean background in an annotation file (case-insensitive). Any other
+label (``hand``, ``left_hand``, ...) is hand."""
+
+HAND_COLOUR: tuple[int, int, int] = (255, 0, 0)
+"""The colour of ``hand`` in the CVAT and palette masks handseg writes."""
+
+DEFAULT_TOLERANCE = 1.0
+"""Polygon simplification tolerance in pixels (Douglas-Peucker), LabelMe export."""
+
+
+def is_hand_label(name: Any) -> bool:
+    return str(name).strip().lower() not in BACKGROUND_LABELS
+
+
+# --- COCO RLE ------------------------------------------------------------------------------
+def rle_counts(mask: np.ndarray) -> list[int]:
+    """Run lengths of ``mask != 0`` in column-major (Fortran) order, starting with a run of
+    zeros (0 when the first pixel is hand), as COCO stores them."""
+    flat = (np.asarray(mask) != 0).ravel(order="F").astype(np.int8)
+    if flat.size == 0:
+        return []
+    change = np.flatnonzero(np.diff(flat)) + 1  # index where each new run starts
+    bounds = np.concatenate(([0], change, [flat.size]))
+    counts = np.diff(bounds).tolist()
+    return [0, *counts] if flat[0] else counts
+
+
+def counts_to_string(counts: Sequence[int]) -> str:
+    """pycocotools' compressed counts (``rleToString`` in maskApi.c): each count, after the
+    first two as the difference to the count two before, in 5-bit groups with a
+    continuation bit, offset by 48 into printable ASCII."""
+    out = []
+    for i, value in enumerate(counts):
+        x = int(value) - (int(counts[i - 2]) if i > 2 else 0)
+        more = True
+        while more:
+            c = x & 0x1F
+            x >>= 5  # arithmetic shift, as C's on a signed long
+            more = x != -1 if c & 0x10 else x != 0
+            if more:
+                c |= 0x20
+            out.append(chr(c + 48))
+    return "".join(out)
+
+
+def string_to_counts(text: str) -> list[int]:
+    """Inverse of :func:`counts_to_string` (``rleFrString``). Raises ValueError on
+    characters outside pycocotools' alphabet."""
+    counts: list[int] = []
+    p, n = 0, len(text)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise ValueError("compressed RLE counts end in the middle of a number")
+            c = ord(text[p]) - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"character {text[p]!r} is not in COCO's RLE alphabet")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(counts) > 2:
+            x += counts[-2]
+        counts.append(x)
+    return counts
+
+
+def encode_rle(mask: np.ndarray) -> dict[str, Any]:
+    """``{"size": [H, W], "counts": str}``: the RLE pycocotools' ``mask.encode`` gives
+    (with counts decoded from bytes to text, as COCO JSON files hold them)."""
+    h, w = np.asarray(mask).shape[:2]
+    return {"size": [int(h), int(w)], "counts": counts_to_string(rle_counts(mask))}
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    """(H, W) uint8 {0, 1} of a COCO RLE whose ``counts`` is the compressed string (or
+    bytes) or the uncompressed list. Raises ValueError when counts and size disagree."""
+    h, w = (int(v) for v in rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    counts = string_to_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
+    if any(c < 0 for c in counts) or sum(counts) != h * w:
+        raise ValueError(f"RLE counts sum to {sum(counts)}, not H x W = {h} x {w} = {h * w}")
+    values = np.zeros(len(counts), np.uint8)
+    values[1::2] = 1
+    flat = np.repeat(values, counts)
+    return flat.reshape((w, h)).T.copy()  # column-major -> (H, W)
+
+
+def bbox_area(mask: np.ndarray) -> tuple[list[float], int]:
+    """COCO ``bbox`` [x, y, w, h] (pixels, as pycocotools' ``toBbox``) and ``area``."""
+    ys, xs = np.nonzero(mask)
+    if xs.size == 0:
+        return [0.0, 0.0, 0.0, 0.0], 0
+    x0, y0 = int(xs.min()), int(ys.min())
+    box = [float(x0), float(y0), float(xs.max() - x0 + 1), float(ys.max() - y0 + 1)]
+    return box, int(xs.size)
+
+
+def components(mask: np.ndarray) -> list[np.ndarray]:
+    """One (H, W) uint8 {0, 1} mask per 8-connected hand region, largest first."""
+    import cv2
+
+    binary = (np.asarray(mask) != 0).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    order = sorted(range(1, n), key=lambda i: -int(stats[i, cv2.CC_STAT_AREA]))
+    return [(labels == i).astype(np.uint8) for i in order]
+
+
+# --- polygons (LabelMe) --------------------------------------------------------------------
+def trace_polygons(
+    mask: np.ndarray, tolerance: float = DEFAULT_TOLERANCE
+) -> list[tuple[bool, list[list[float]]]]:
+    """``[(is_hand, [[x, y], ...]), ...]`` that :func:`fill_polygons` turns back into the mask.
+
+    Layer 0 is the outline of every hand region (holes filled); layer 1 the outline of every
+    hole (background pixels inside a region, traced on those pixels so that erasing them
+    erases nothing else); layer 2 hand regions inside holes; and so on. Polygons come layer
+    by layer, so drawing them in order (hand = 1, background = 0) rebuilds the mask.
+    ``tolerance`` (pixels) simplifies each outline (Douglas-Peucker, ``cv2.approxPolyDP``;
+    0 keeps every corner). Specks of 1-2 pixels repeat a point to make the 3 a polygon
+    needs. Points are pixel centres (x right, y down), as LabelMe stores them.
+    """
+    import cv2
+
+    remaining = (np.asarray(mask) != 0).astype(np.uint8)
+    target = remaining.copy()  # pixels of this layer's class still to draw
+    out: list[tuple[bool, list[list[float]]]] = []
+    hand = True
+    for _ in range(64):  # nesting depth; real masks stop after 2-4 layers
+        if not target.any():
+            break
+        contours, _ = cv2.findContours(target, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        filled = np.zeros_like(target)
+        for c in sorted(contours, key=lambda c: -cv2.contourArea(c)):
+            cv2.drawContours(filled, [c], -1, 1, thickness=cv2.FILLED)
+            poly = cv2.approxPolyDP(c, tolerance, True) if tolerance > 0 else c
+            points = poly.reshape(-1, 2).astype(float).tolist()
+            points += [points[0]] * (3 - len(points))  # specks: a polygon needs 3 points
+            out.append((hand, points))
+        # next layer: pixels inside this layer's outlines that belong to the other class
+        target = (filled & (remaining if not hand else 1 - remaining)).astype(np.uint8)
+        hand = not hand
+    return out
+
+
+def fill_polygons(
+    shape: tuple[int, int], polygons: Iterable[tuple[bool, Sequence[Sequence[float]]]]
+) -> np.ndarray:
+    """(H, W) uint8 {0, 1}: each polygon drawn in order, filled with 1 (hand) or 0."""
+    import cv2
+
+    out = np.zeros(shape, np.uint8)
+    for is_hand, points in polygons:
+        pts = np.round(np.asarray(points, np.float64)).astype(np.int32).reshape(-1, 1, 2)
+        if len(pts):
+            cv2.fillPoly(out, [pts], 1 if is_hand else 0)
+            cv2.polylines(out, [pts], True, 1 if is_hand else 0)  # edges are pixels too
+    return out
+
+
+# --- CVAT labelmap and colour masks --------------------------------------------------------
+def format_labelmap(colours: dict[str, tuple[int, int, int]] | None = None) -> str:
+    """``labelmap.txt`` of CVAT's "Segmentation mask 1.1": a header, then
+    ``label:r,g,b:parts:actions`` per class."""
+    colours = colours or {CLASS_NAMES[0]: (0, 0, 0), CLASS_NAMES[1]: HAND_COLOUR}
+    lines = ["# label:color_rgb:parts:actions"]
+    lines += [f"{name}:{','.join(str(int(v)) for v in rgb)}::" for name, rgb in colours.items()]
+    return "\n".join(lines) + "\n"
+
+
+def parse_labelmap(text: str) -> dict[str, tuple[int, int, int]]:
+    """``{label: (r, g, b)}`` of a ``labelmap.txt``. Raises ValueError on a malformed line."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(":")
+        try:
+            rgb = tuple(int(v) for v in parts[1].split(","))
+        except (IndexError, ValueError):
+            raise ValueError(f"line {n} is not 'label:r,g,b:parts:actions': {line!r}") from None
+        if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+            raise ValueError(f"line {n}: colour {parts[1]!r} is not r,g,b in 0..255")
+        out[parts[0]] = rgb  # type: ignore[assignment]
+    if not out:
+        raise ValueError("no labels")
+    return out
+
+
+def colour_mask(mask: np.ndarray, colour: tuple[int, int, int] = HAND_COLOUR) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: black background, hand in ``colour``."""
+    rgb = np.zeros((*np.asarray(mask).shape[:2], 3), np.uint8)
+    rgb[np.asarray(mask) != 0] = colour
+    return rgb
+
+
+def hand_from_colours(rgb: np.ndarray, labelmap: dict[str, tuple[int, int, int]]) -> np.ndarray:
+    """(H, W) uint8 {0, 1}: pixels whose colour is one of the hand labels' in ``labelmap``."""
+    out = np.zeros(rgb.shape[:2], bool)
+    for name, colour in labelmap.items():
+        if is_hand_label(name):
+            out |= np.all(rgb[..., :3] == np.asarray(colour, np.uint8), axis=-1)
+    return out.astype(np.uint8)
