@@ -34,6 +34,7 @@ from handseg.infer.export import export_onnx
 from handseg.infer.hand_models import fetch_hand_models
 from handseg.report.report import write_report
 from handseg.synth.hands import make_synthetic
+from handseg.train.model_card import write_model_card
 from handseg.train.run import is_rank_zero, train_from_options
 
 __all__ = ["build_parser", "main", "run_hand_value"]  # run_hand_value: its old home, kept
@@ -433,6 +434,33 @@ def _run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_card(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "card",
+        help="write RUN/MODEL_CARD.md: what was trained, on what, how well, how to load it",
+        description="Write the model card of a training run (training writes it too): model "
+        "and preset, data (folders, counts, split, class shares), training (options, time, "
+        "hardware, epochs), test metrics, intended use and known limits, and how to load "
+        "the model. Evaluations of other data sets kept in RUN/eval-<name>/ (handseg "
+        "evaluate ... --out RUN/eval-<name>) are listed as checks on photos unlike the "
+        "training photos.",
+        epilog="Example: handseg evaluate --model runs/r1/model.pt --images wild/images "
+        "--masks wild/masks --out runs/r1/eval-wild && handseg card runs/r1",
+    )
+    p.add_argument("run", metavar="RUN", help="training run folder (handseg train --out)")
+    p.add_argument("--print", dest="show", action="store_true",
+                   help="also print the card")  # fmt: skip
+    p.set_defaults(func=_run_card)
+
+
+def _run_card(args: argparse.Namespace) -> int:
+    path = write_model_card(args.run)
+    if args.show:
+        print(path.read_text(encoding="utf-8"))
+    print(path)
+    return 0
+
+
 def _add_baseline(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "baseline",
@@ -605,6 +633,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_predict,
     _add_compare,
     _add_report,
+    _add_card,
     _add_demo,
     _add_baseline,
     _add_export,

@@ -8,6 +8,7 @@ what the command prints, so that a test can call it without the command line.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from handseg.eval.evaluate import (
     evaluate_split,
     write_evaluation,
 )
+from handseg.infer.collection import launch, predict_collection
 from handseg.infer.media import predict_inputs, predict_video
 from handseg.infer.pipeline import load_segmenter
 from handseg.infer.predictor import Predictor, load_model
@@ -120,6 +122,12 @@ def run_predict(
     refine: str | None = None,
     detector_mode: str | None = None,
     instances: bool = False,
+    collection: bool = False,
+    devices: int = 1,
+    num_nodes: int = 1,
+    skip_existing: bool = False,
+    lists: list[str] | None = None,
+    workers: int | None = None,
     **runtime: Any,
 ) -> dict[str, Any]:
     """``handseg predict``: masks (and overlays) of image and video ``inputs``, and of a
@@ -128,11 +136,26 @@ def run_predict(
     (:func:`handseg.infer.pipeline.load_segmenter`); ``instances`` also writes one mask per
     hand and ``<name>_hands.json``.
 
-    Returns ``{"camera": predict_video's result or None, "records": one per input}``;
-    raises :class:`HandsegError` when there are inputs and none could be read.
+    ``collection`` (implied by ``devices``/``num_nodes`` > 1, ``skip_existing``, ``lists``
+    or ``workers``) predicts a whole collection instead
+    (:func:`handseg.infer.collection.predict_collection`): many processes, resumable,
+    ``OUT/manifest.csv``.
+
+    Returns ``{"camera": predict_video's result or None, "records": one per input}`` (and
+    ``"collection"``: predict_collection's result in collection mode); raises
+    :class:`HandsegError` when there are inputs and none could be read.
     """
     if batch_size < 1:
         raise HandsegError(f"--batch-size must be at least 1, got {batch_size}")
+    if collection or devices * num_nodes > 1 or skip_existing or lists or workers is not None:
+        if camera is not None:
+            raise HandsegError("--camera does not go with the collection options; run it alone")
+        return _predict_collection(
+            model, inputs, out, lists=lists or [], batch_size=batch_size, overlay=overlay,
+            devices=devices, num_nodes=num_nodes, skip_existing=skip_existing,
+            workers=workers, instances=instances, device=device,
+            segmenter={"detector": detector, "refine": refine, "mode": detector_mode, **runtime},
+        )  # fmt: skip
     if not inputs and camera is None:
         raise HandsegError("give at least one INPUT (file, folder, glob or video) or --camera N")
     predictor = load_segmenter(
@@ -155,6 +178,43 @@ def run_predict(
     if inputs and not any(r["ok"] for r in records):
         raise HandsegError(f"none of the {len(records)} input(s) could be read; see the warnings")
     return {"camera": live, "records": records}
+
+
+def _predict_collection(
+    model: str | Path | None,
+    inputs: list[str],
+    out: str | Path,
+    *,
+    lists: list[str],
+    devices: int,
+    num_nodes: int,
+    workers: int | None,
+    device: str,
+    segmenter: dict[str, Any],
+    **options: Any,
+) -> dict[str, Any]:
+    """The collection half of :func:`run_predict`: start the processes, load the model in
+    each (on its own GPU; CPU threads shared out), predict its share, merge the manifest."""
+    if not inputs and not lists:
+        raise HandsegError("give at least one INPUT (folder, file or glob) or --list FILE")
+    dist = launch(devices, num_nodes, device)
+    cpus = os.cpu_count() or 1
+    if str(dist.device).startswith("cpu") and segmenter.get("threads") is None:
+        segmenter["threads"] = max(1, cpus // dist.local_world_size)
+    if workers is None:
+        workers = min(4, max(1, cpus // dist.local_world_size))
+    predictor = load_segmenter(model, device=dist.device or device, **segmenter)
+    if dist.rank == 0:
+        log.info("predicting with %s", getattr(predictor, "description", "the whole-image network"))
+    result = predict_collection(
+        predictor, inputs, out, lists=lists, workers=workers, dist=dist, **options
+    )
+    counts = result["counts"]
+    if counts is not None and not counts.get("ok") and not counts.get("existing"):
+        raise HandsegError(
+            f"none of the {sum(counts.values())} input(s) could be read; see {result['manifest']}"
+        )
+    return {"camera": None, "records": [], "collection": result}
 
 
 def _predict_camera(
