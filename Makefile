@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,hands]'
+	$(BIN)/python -m pip install --quiet -e '.[test,hands,serve]'
 	$(BIN)/python -c 'from handseg.infer.hand_models import fetch_hand_models as f; f()'
 	touch $(STAMP)
 

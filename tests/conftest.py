@@ -59,3 +59,32 @@ def model_file(tmp_path_factory) -> Path:
         input_size=(64, 80),
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def live_server(model_file):
+    """``handseg serve``'s app on a free loopback port (a real uvicorn in a thread), with
+    the tiny model and small limits (1 MB uploads, 1 MP images); yields its base URL."""
+    import socket
+    import threading
+    import time
+
+    pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'handseg[serve]'")
+    import uvicorn
+
+    from handseg.app.serve import ServeLimits, Segmenter, create_app
+
+    segmenter = Segmenter(model_file, limits=ServeLimits(max_upload_mb=1, max_megapixels=1))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))  # the kernel picks a free port; uvicorn serves this socket
+    server = uvicorn.Server(uvicorn.Config(create_app(segmenter), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started, "the test server did not start"
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server.should_exit = True
+    thread.join(10)
+    segmenter.close()
