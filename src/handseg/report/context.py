@@ -8,13 +8,18 @@ Numbers stay floats (NaN where undefined); the template formats them.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
 from handseg.core.constants import __version__
+from handseg.core.errors import HandsegError
 from handseg.core.viz import (
     CORRECT_BACKGROUND_COLOR,
     CORRECT_HAND_COLOR,
@@ -26,6 +31,7 @@ from handseg.core.viz import (
 from handseg.report.assets import Assets
 from handseg.report.figures import ScoredImage
 from handseg.report.run import RunData, number, summarize_history
+from handseg.train.model_card import render_model_card
 
 __all__ = [
     "CLASS_KEYS",
@@ -49,6 +55,8 @@ GENERIC_FOLDERS = frozenset(
      "datasets", "train", "training", "val", "test"}
 )  # fmt: skip
 # (section id, its link in the table of contents), in the order of the links
+log = logging.getLogger(__name__)
+
 TOC = (
     ("headline", "Headline"),
     ("progress", "Training"),
@@ -57,11 +65,13 @@ TOC = (
     ("images", "Test images"),
     ("overlays", "Overlays"),
     ("missing", "Missing"),
+    ("model-card", "Model card"),
     ("details", "Details"),
 )
 # the files of a run the "Details" section names when present; `x` is shown as code
 RUN_FILE_NOTES = (
     ("config", "the resolved training options"),
+    ("model_card", "the model card shown above: `handseg card RUN` writes it again"),
     ("split", "which photos went to training, validation and test"),
     ("history", "loss and accuracy per iteration and per epoch"),
     ("model", "the trained network: `handseg predict --model …/model.pt`"),
@@ -148,6 +158,7 @@ class Page:
     images: list[ImageView]  # shown twice: comparison figures and overlays
     legend: dict[str, tuple[int, ...]]
     details: dict[str, Any] | None
+    model_card: Markup | None = None  # MODEL_CARD.md as HTML
 
     @property
     def toc(self) -> list[tuple[str, str]]:
@@ -161,6 +172,7 @@ class Page:
             "overlays": self.images,
             "missing": self.missing,
             "details": self.details,
+            "model-card": self.model_card,
         }
         return [(anchor, title) for anchor, title in TOC if present[anchor]]
 
@@ -383,4 +395,22 @@ def build_page(
             "ignore": IGNORE_COLOR,
         },
         details=_details(run),
+        model_card=_model_card(run),
     )
+
+
+def _model_card(run: RunData) -> Markup | None:
+    """``MODEL_CARD.md`` as HTML; rendered from the run when the file is missing (a run
+    trained before handseg wrote cards), None when there is no model."""
+    rd = run.dir
+    try:
+        text = rd.model_card.read_text(encoding="utf-8") if rd.model_card.is_file() else None
+        if text is None and rd.model.is_file():
+            text = render_model_card(rd)
+    except (OSError, HandsegError) as exc:
+        log.warning("no model card in the report: %s", exc)
+        return None
+    if text is None:
+        return None
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")  # no raw HTML from files
+    return Markup(md.render(text))

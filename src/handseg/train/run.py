@@ -44,6 +44,7 @@ from handseg.model.network import HandSegNet, resolve_backbone_weights
 from handseg.synth.compositing import build_transform
 from handseg.synth.hands import SyntheticDataset
 from handseg.train.callbacks import EpochSampler, History, check_resume_checkpoint, checkpoint_io
+from handseg.train.model_card import hardware, write_model_card
 from handseg.train.module import NonFiniteLossError, SegModule, class_weights_for, model_config_for
 
 __all__ = [
@@ -110,6 +111,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     model = _save_model(cfg, run, module, fitting, run_info, train_time)
     if cfg.evaluate_test and split.get("test"):
         _evaluate_test(cfg, run, split["test"], model, progress)
+    log.info("wrote %s", write_model_card(run))
     return run.path
 
 
@@ -441,6 +443,7 @@ def _save_model(
         "epochs_run": trainer.current_epoch,
         "stopped_early": bool(trainer.should_stop and trainer.current_epoch < cfg.epochs),
         "train_time_s": round(train_time, 1),
+        "hardware": hardware(cfg.device),
     }
     meta = {
         "classes": cfg.classes,
