@@ -329,3 +329,23 @@ def test_each_import_format_trains_a_one_epoch_model(small_data, exports, tmp_pa
     assert {"coco": "(COCO JSON)", "labelme": "(LabelMe JSON)"}[fmt] in (
         run / "MODEL_CARD.md"
     ).read_text()
+
+
+@pytest.mark.realdata
+def test_coco_export_of_arsl_bg11_gives_the_same_split_and_class_table(shared_data, tmp_path):
+    """What ``handseg train --masks annotations.json`` does first: pair (find_pairs), split
+    (make_split with the run's seed and fractions) and count the classes (inspect's table,
+    MATLAB's countEachLabel), the same for the COCO export as for the PNG folder."""
+    images = shared_data / "images"
+    coco = convert_masks(shared_data / "masks", "coco", tmp_path / "annotations.json",
+                         images=images, progress=False)["out"]  # fmt: skip
+    png_pairs, coco_pairs = find_pairs(images, shared_data / "masks"), find_pairs(images, coco)
+    assert coco_pairs.mask_format == "coco" and len(coco_pairs) == 30
+    for seed in (0, 7):
+        a, b = make_split(png_pairs, seed=seed), make_split(coco_pairs, seed=seed)
+        assert {k: [i for i, _ in v] for k, v in a.items()} == {
+            k: [i for i, _ in v] for k, v in b.items()
+        }
+    png_info, coco_info = inspect_data(images, shared_data / "masks"), inspect_data(images, coco)
+    assert coco_info["classes"] == png_info["classes"]
+    assert coco_info["class_weights"] == png_info["class_weights"]
