@@ -321,15 +321,30 @@ def test_concurrent_requests_get_the_sequential_answers(live_server, photos):
 def test_cli_serve_warns_off_loopback(monkeypatch, model_file, caplog):
     import uvicorn
 
+    import handseg.app.serve as serve_module
+
+    class Loaded:  # what serve() needs of a Segmenter, without loading the model again
+        def __init__(self, model, *, limits, device, **runtime):
+            self.limits, self.facts = limits, {"pipeline": "stub", "runtime": runtime["runtime"]}
+
+        def close(self):
+            pass
+
     calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    monkeypatch.setattr(serve_module, "Segmenter", Loaded)
+    monkeypatch.setattr(serve_module, "create_app", lambda segmenter: segmenter)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
     with caplog.at_level(logging.WARNING):
         assert main(["serve", "--model", str(model_file), "--port", "9", "--runtime", "torch"]) == 0
-    assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["port"] == 9
+    app, kw = calls[-1]
+    assert (kw["host"], kw["port"]) == ("127.0.0.1", 9)
+    assert app.facts["runtime"] == "torch" and app.limits == ServeLimits()
     assert "no authentication" not in caplog.text
-    assert main(["serve", "--model", str(model_file), "--host", "0.0.0.0", "--runtime", "torch",
-                 "--workers", "1", "--queue", "3"]) == 0  # fmt: skip
-    assert calls[-1]["host"] == "0.0.0.0"
+    assert main(["serve", "--model", str(model_file), "--host", "0.0.0.0",
+                 "--workers", "1", "--queue", "3", "--max-upload-mb", "5"]) == 0  # fmt: skip
+    app, kw = calls[-1]
+    assert kw["host"] == "0.0.0.0"
+    assert app.limits == ServeLimits(max_upload_mb=5, workers=1, queue=3)
     assert "no authentication" in caplog.text
     assert is_loopback("::1") and is_loopback("localhost") and not is_loopback("192.168.1.5")
 

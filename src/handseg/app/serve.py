@@ -22,17 +22,16 @@ temporary files that the server names.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import ipaddress
+import json
 import logging
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -246,8 +245,8 @@ class Segmenter:
         """What ``GET /api/model`` and the page show: the model card, the run folder's
         test-split metrics when the model sits in a run folder, and the runtime."""
         p = self.predictor
-        network = getattr(p, "card", None) and p
-        if network is None:  # a HandSegmenter: its network, if it has one
+        network = p  # a Predictor; a HandSegmenter's network (if any) is a bound predict
+        if not hasattr(p, "card"):
             network = getattr(getattr(p.pipeline, "network", None), "__self__", None)
         facts: dict[str, Any] = {
             "file": self.model_path.name,
@@ -275,8 +274,6 @@ class Segmenter:
 
 def _test_metrics(path: Path) -> dict[str, Any] | None:
     """The headline of a run folder's test/metrics.json (None when unreadable)."""
-    import json
-
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         hand = doc["classes"].get("hand") or list(doc["classes"].values())[-1]
@@ -346,9 +343,3 @@ def create_app(segmenter: Segmenter) -> FastAPI:
     except ImportError as exc:  # fastapi / starlette / python-multipart missing
         raise HandsegError(f"{INSTALL_HINT} ({exc})") from None
     return build_app(segmenter, static_dir())
-
-
-def run_in_pool(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any, **kw: Any):
-    """``fn(*args, **kw)`` on the worker pool, awaited from the event loop."""
-    loop = asyncio.get_running_loop()
-    return loop.run_in_executor(pool, lambda: fn(*args, **kw))

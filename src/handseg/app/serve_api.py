@@ -8,6 +8,7 @@ at ``/docs`` and ``/openapi.json``. Every error answer is ``{"error": "one line"
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from handseg.app.serve import Segmenter, UploadError, b64, run_in_pool
+from handseg.app.serve import Segmenter, UploadError, b64
 from handseg.core.constants import __version__
 from handseg.eval.metrics import to_json
 
@@ -167,6 +168,11 @@ async def _read_form(
         raise UploadError(413, "the request body is over this server's limit") from None
     finally:
         await form.close()
+
+
+def run_in_pool(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any, **kw: Any):
+    """``fn(*args, **kw)`` on the worker pool, awaited from the event loop."""
+    return asyncio.get_running_loop().run_in_executor(pool, lambda: fn(*args, **kw))
 
 
 def _segment_json(result: dict[str, Any]) -> Response:
