@@ -21,6 +21,7 @@ from typing import Any
 
 import jinja2
 import numpy as np
+import torch
 
 from handseg.core.constants import CLASS_NAMES, __version__
 from handseg.core.errors import HandsegError
@@ -44,8 +45,6 @@ _OPTIONS = ("image_size", "batch_size", "optimizer", "lr", "schedule", "loss",
 
 def hardware(device: str = "cpu") -> str:
     """What the training ran on, in words: the GPU's name, or the CPU and its cores."""
-    import torch
-
     if device != "cpu" and torch.cuda.is_available():
         n = torch.cuda.device_count()
         return f"{torch.cuda.get_device_name(0)} x {n} (CUDA {torch.version.cuda})"
@@ -80,9 +79,11 @@ def _class_shares(run: RunDir, hand_value: Any) -> tuple[list[dict[str, Any]], s
     for subset, pairs in split.items():
         if not pairs:
             continue
-        pixel, _ = label_counts(
-            (read_mask(m, hand_value=hand_value) for _, m in pairs), num_classes=len(CLASS_NAMES)
-        )
+        try:
+            masks = (read_mask(m, hand_value=hand_value) for _, m in pairs)
+            pixel, _ = label_counts(masks, num_classes=len(CLASS_NAMES))
+        except (HandsegError, ValueError) as exc:
+            return [], f"the masks could not be read: {exc}"
         total = max(int(pixel.sum()), 1)
         rows.append({"subset": subset, "masks": len(pairs), "shares": (pixel / total).tolist()})
     return rows, ""

@@ -111,7 +111,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     model = _save_model(cfg, run, module, fitting, run_info, train_time)
     if cfg.evaluate_test and split.get("test"):
         _evaluate_test(cfg, run, split["test"], model, progress)
-    log.info("wrote %s", write_model_card(run))
+    try:  # a card that cannot be written must not cost the trained model
+        log.info("wrote %s", write_model_card(run))
+    except (HandsegError, OSError, ValueError, KeyError) as exc:
+        log.warning("could not write %s: %s; run handseg card %s", run.model_card, exc, run)
     return run.path
 
 
