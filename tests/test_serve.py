@@ -356,3 +356,36 @@ def test_limits_are_checked():
         ServeLimits(workers=0)
     with pytest.raises(HandsegError, match="positive"):
         ServeLimits(max_upload_mb=0)
+
+
+def test_a_detector_pipeline_answers_with_its_hands(monkeypatch, photos):
+    """With the hand detector (a HandSegmenter), the JSON answer lists each hand's box."""
+    from types import SimpleNamespace
+
+    import handseg.app.serve as serve_module
+
+    class Hand:
+        def to_json(self):
+            return {"box": [1.0, 2.0, 30.0, 40.0], "handedness": "Left"}
+
+    class DetectorPipeline:  # the HandSegmenter interface: classes, predict, last
+        classes = ("background", "hand")
+        description = "hand detector (stub) + color refiner"
+        pipeline = SimpleNamespace(network=None)
+        last = None
+
+        def predict(self, image, *, out_size=None):
+            h, w = out_size or image.shape[:2]
+            self.last = SimpleNamespace(hands=[Hand()])
+            return np.ones((h, w), np.uint8)
+
+    monkeypatch.setattr(serve_module, "load_segmenter", lambda model, **kw: DetectorPipeline())
+    s = Segmenter("model.pt")
+    try:
+        r = s.segment((photos / "photos" / "a.png").read_bytes())
+        assert r["hands"] == [{"box": [1.0, 2.0, 30.0, 40.0], "handedness": "Left"}]
+        assert r["hand_fraction"] == 1.0
+        assert s.facts["pipeline"] == DetectorPipeline.description
+        assert "runtime" not in s.facts  # no network to describe
+    finally:
+        s.close()
