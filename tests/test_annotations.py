@@ -272,6 +272,11 @@ def test_zip_that_is_not_cvat_and_broken_labelme(tmp_path, small_data, capsys):
     with pytest.raises(HandsegError, match="lacks imageHeight, imageWidth") as err:
         read_mask(folder / "a.json")
     assert str(folder / "a.json") in str(err.value)
+    # a stray broken JSON beside mask images is skipped; beside LabelMe files it is an error
+    masks = tmp_path / "masks"
+    shutil.copytree(small_data / "masks", masks)
+    (masks / "notes.json").write_text("{ oops")
+    assert len(find_pairs(small_data / "images", masks)) == 8
     # through the command line: one line on stderr, exit status 2
     (folder / "b.json").write_text("{ not json")
     assert main(["inspect", "--images", str(small_data / "images"), "--masks", str(folder)]) == 2
@@ -349,3 +354,12 @@ def test_coco_export_of_arsl_bg11_gives_the_same_split_and_class_table(shared_da
     png_info, coco_info = inspect_data(images, shared_data / "masks"), inspect_data(images, coco)
     assert coco_info["classes"] == png_info["classes"]
     assert coco_info["class_weights"] == png_info["class_weights"]
+
+
+def test_evaluate_scores_annotation_exports_on_either_side(small_data, exports):
+    from handseg.eval.evaluate import evaluate_mask_folders
+
+    same = evaluate_mask_folders(exports["cvat"], exports["coco"], progress=False)
+    assert same["num_images"] == 8 and same["classes"]["hand"]["IoU"] == 1.0
+    polygons = evaluate_mask_folders(exports["labelme"], small_data / "masks", progress=False)
+    assert 0.95 < polygons["classes"]["hand"]["IoU"] < 1.0

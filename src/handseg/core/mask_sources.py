@@ -35,6 +35,7 @@ from handseg.core.annotations import (
     is_hand_label,
     parse_labelmap,
 )
+from handseg.core.constants import IMAGE_EXTS
 from handseg.core.errors import HandsegError
 
 log = logging.getLogger(__name__)
@@ -81,14 +82,14 @@ def stamp(path: Path) -> tuple[str, int, int]:
     return str(path), st.st_mtime_ns, st.st_size
 
 
-def detect_format(path: str | Path) -> str:
+def detect_format(path: str | Path, *, what: str = "masks") -> str:
     """``"png"``, ``"coco"``, ``"labelme"`` or ``"cvat"``, told from the content of
     ``path``. A file that is none of them raises :class:`HandsegError` naming it."""
     path = Path(path)
     if path.is_dir():
         return "labelme" if labelme_files(path) else "png"
     if not path.exists():
-        raise HandsegError(f"masks {path} do not exist; check the path")
+        raise HandsegError(f"{what} {path} do not exist; check the path")
     if zipfile.is_zipfile(path):
         cvat_index(*stamp(path))  # raises when the zip is not a CVAT export
         return "cvat"
@@ -107,7 +108,7 @@ def detect_format(path: str | Path) -> str:
     if path.suffix.lower() == ".zip" or head.startswith(b"PK"):
         raise HandsegError(f"{path} is not a readable zip file (truncated?); re-export it")
     raise HandsegError(
-        f"masks {path} is neither a folder of masks, a COCO JSON, a LabelMe JSON nor a CVAT "
+        f"{what} {path} is neither a folder of masks, a COCO JSON, a LabelMe JSON nor a CVAT "
         "Segmentation mask zip; pass one of those"
     )
 
@@ -121,11 +122,24 @@ def annotation_members(path: str | Path) -> list[str]:
 
 
 def labelme_files(folder: Path) -> list[Path]:
-    """The LabelMe JSON files in ``folder`` (other JSON files skipped with a warning)."""
+    """The LabelMe JSON files in ``folder``; other JSON files are skipped with a warning.
+
+    A JSON file that does not parse raises :class:`HandsegError` naming it when the folder
+    holds LabelMe files or no images; beside mask images (a stray notes file) it is skipped
+    with a warning.
+    """
     jsons = [p for p in folder.glob("*.json") if p.is_file() and not p.name.startswith(".")]
-    found, other = [], []
+    found, other, broken = [], [], []
     for p in jsons:
-        (found if _is_labelme(_load_json(p)) else other).append(p)
+        try:
+            (found if _is_labelme(_load_json(p)) else other).append(p)
+        except HandsegError as exc:
+            broken.append(exc)
+    if broken:
+        images = any(p.suffix.lower() in IMAGE_EXTS for p in folder.iterdir())
+        if found or not images:
+            raise broken[0]
+        log.warning("skipping %d unreadable JSON file(s) in %s: %s", len(broken), folder, broken[0])
     if found and other:
         log.warning("skipping %d JSON file(s) that are not LabelMe in %s", len(other), folder)
     return found

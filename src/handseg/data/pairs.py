@@ -50,16 +50,16 @@ class PairList(list):
         self.mask_format = mask_format
 
 
-def list_masks(masks: str | Path) -> tuple[str, list[Path]]:
+def list_masks(masks: str | Path, *, what: str = "masks") -> tuple[str, list[Path]]:
     """``(format, masks)`` of a ``--masks`` path: a folder of mask images, a COCO JSON, a
     folder of LabelMe JSON files (or one such file) or a CVAT mask zip, told from the
     content (:func:`handseg.core.mask_sources.detect_format`). Annotations inside a file
     are ``<file>/<member>`` paths that :func:`~handseg.core.imaging.read_mask` decodes;
-    the list is in natural order of the names."""
+    the list is in natural order of the names. ``what`` names them in messages."""
     masks = Path(masks)
-    fmt = detect_format(masks)
+    fmt = detect_format(masks, what=what)
     if fmt == "png":
-        return fmt, list_images(masks, what="masks")
+        return fmt, list_images(masks, what=what)
     if fmt == "labelme":
         found = labelme_files(masks) if masks.is_dir() else [masks]
     else:

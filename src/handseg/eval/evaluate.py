@@ -18,7 +18,6 @@ from handseg.core.constants import CLASS_NAMES, SUBSETS
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import (
     check_aspect,
-    list_images,
     read_image,
     read_mask,
     resize_mask,
@@ -131,10 +130,11 @@ def evaluate_mask_folders(
 def _prediction_pairs(pred_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     """(predicted mask, ground-truth mask) pairs of two folders; see
     :func:`evaluate_mask_folders`."""
-    gts = list_masks(masks_dir)[1]  # a folder, or an annotation tool's export
+    # either side: a folder, or an annotation tool's export (COCO, LabelMe, CVAT)
+    gts = list_masks(masks_dir, what="ground-truth masks")[1]
     if pred_dir.resolve() == masks_dir.resolve():  # a folder against itself
         return [(m, m) for m in gts]
-    preds = _without_overlays(list_images(pred_dir, what="predicted masks"))
+    preds = _without_overlays(list_masks(pred_dir, what="predicted masks")[1])
     pairs = pair_files(
         gts, preds, images_dir=masks_dir, masks_dir=pred_dir,
         kinds=("ground-truth mask", "prediction"),
