@@ -175,6 +175,9 @@ def test_cvat_zip_has_the_layout_cvat_imports(small_data, exports):
         with z.open(masks[0]) as f:
             im = Image.open(f)
             im.load()
+        with z.open(masks[0].replace("SegmentationClass/", "SegmentationObject/")) as f:
+            obj = Image.open(f)
+            obj.load()
     assert labelmap == {"background": (0, 0, 0), "hand": (255, 0, 0)}
     stems = sorted(p.stem for p in (small_data / "images").iterdir())
     assert sorted(listed) == stems
@@ -182,6 +185,11 @@ def test_cvat_zip_has_the_layout_cvat_imports(small_data, exports):
     assert im.mode == "RGB" and im.size == (80, 64)
     colours = {tuple(c) for c in np.asarray(im).reshape(-1, 3)}
     assert colours <= {(0, 0, 0), (255, 0, 0)}
+    # instances: a VOC-palette index per connected hand, on exactly the class mask's hands
+    assert obj.mode == "P" and obj.getpalette()[3:6] == [128, 0, 0]
+    index = np.asarray(obj)
+    assert np.array_equal(index > 0, np.all(np.asarray(im) == (255, 0, 0), axis=-1))
+    assert index.max() >= 1
 
 
 def test_labelme_files_have_the_fields_labelme_reads(small_data, exports):

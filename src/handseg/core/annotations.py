@@ -226,6 +226,30 @@ def colour_mask(mask: np.ndarray, colour: tuple[int, int, int] = HAND_COLOUR) ->
     return rgb
 
 
+def voc_palette(n: int = 256) -> list[int]:
+    """Pascal VOC's colour map (the colours of ``SegmentationObject`` instance indices),
+    flattened [r0, g0, b0, r1, ...]: index 0 black, 1 (128, 0, 0), 2 (0, 128, 0), ..."""
+    out = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out += [r, g, b]
+    return out
+
+
+def instance_index(parts: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """(H, W) uint8: 0 background, i + 1 where ``parts[i]`` is hand (later parts on top)."""
+    out = np.zeros(shape, np.uint8)
+    for i, part in enumerate(parts[:255]):
+        out[np.asarray(part) != 0] = i + 1
+    return out
+
+
 def hand_from_colours(rgb: np.ndarray, labelmap: dict[str, tuple[int, int, int]]) -> np.ndarray:
     """(H, W) uint8 {0, 1}: pixels whose colour is one of the hand labels' in ``labelmap``."""
     out = np.zeros(rgb.shape[:2], bool)

@@ -49,6 +49,9 @@ FORMAT_NAMES = {
 }
 CVAT_CLASS_DIR = "SegmentationClass"
 CVAT_LABELMAP = "labelmap.txt"
+CVAT_OBJECT_DIR = "SegmentationObject"
+"""Instance masks in a CVAT zip (indices coloured by Pascal VOC's colour map); handseg
+writes them and reads the class masks only."""
 
 
 def _load_json(path: Path) -> Any:

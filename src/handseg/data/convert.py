@@ -7,7 +7,8 @@ predict`` writes, a COCO JSON, a LabelMe folder, a CVAT zip); the output is one 
     connected hand region, or per detected hand where ``handseg predict --instances``
     wrote ``<name>_hand<i>.png`` beside ``<name>_mask.png``;
   - ``cvat``: a CVAT "Segmentation mask 1.1" zip (``labelmap.txt``,
-    ``SegmentationClass/<name>.png``, ``ImageSets/Segmentation/default.txt``);
+    ``SegmentationClass/<name>.png``, ``SegmentationObject/<name>.png`` with one instance
+    per hand as above, ``ImageSets/Segmentation/default.txt``);
   - ``labelme``: one LabelMe JSON per photo, polygons traced from the mask (holes as
     ``background`` polygons drawn after the hand's);
   - ``png`` (0/255) or ``palette`` (indexed PNG, black background, red hand) masks.
@@ -41,13 +42,20 @@ from handseg.core.annotations import (
     components,
     encode_rle,
     format_labelmap,
+    instance_index,
     trace_polygons,
+    voc_palette,
 )
 from handseg.core.constants import CLASS_NAMES, __version__
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import fit_mask_to_image, list_images, read_image_full, read_mask
 from handseg.core.io import atomic_save_image, atomic_write_bytes, atomic_write_json
-from handseg.core.mask_sources import CVAT_CLASS_DIR, CVAT_LABELMAP, FORMAT_NAMES
+from handseg.core.mask_sources import (
+    CVAT_CLASS_DIR,
+    CVAT_LABELMAP,
+    CVAT_OBJECT_DIR,
+    FORMAT_NAMES,
+)
 from handseg.core.viz import save_mask_png
 from handseg.data.pairs import MASK_SUFFIXES, list_masks, pair_files
 
@@ -230,6 +238,13 @@ def write_cvat(items, path: str | Path) -> tuple[int, int]:
             png = io.BytesIO()
             Image.fromarray(colour_mask(item.mask), mode="RGB").save(png, format="PNG")
             z.writestr(f"{CVAT_CLASS_DIR}/{item.base}.png", png.getvalue())
+            # instances: one per hand (predict --instances) or per connected hand region
+            parts = item.instances or components(item.mask)
+            index = Image.fromarray(instance_index(parts, item.mask.shape[:2]), mode="P")
+            index.putpalette(voc_palette())
+            png = io.BytesIO()
+            index.save(png, format="PNG")
+            z.writestr(f"{CVAT_OBJECT_DIR}/{item.base}.png", png.getvalue())
             names.append(item.base)
         z.writestr("ImageSets/Segmentation/default.txt", "".join(f"{n}\n" for n in names))
     atomic_write_bytes(path, buf.getbuffer())
