@@ -371,3 +371,10 @@ def test_evaluate_scores_annotation_exports_on_either_side(small_data, exports):
     assert same["num_images"] == 8 and same["classes"]["hand"]["IoU"] == 1.0
     polygons = evaluate_mask_folders(exports["labelme"], small_data / "masks", progress=False)
     assert 0.95 < polygons["classes"]["hand"]["IoU"] < 1.0
+
+
+def test_hand_value_does_not_apply_to_annotations(small_data, exports, caplog):
+    _, member = next(iter(find_pairs(small_data / "images", exports["coco"])))
+    with caplog.at_level("WARNING", logger="handseg"):
+        assert np.array_equal(read_mask(member, hand_value=3), read_mask(member))
+    assert "ignoring --hand-value" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import warnings
@@ -306,6 +307,16 @@ def _mask_by_value(path: Path, im: Image.Image, value: int | tuple[int, int, int
     return (np.asarray(im) == value).astype(np.uint8)
 
 
+@functools.cache
+def _hand_value_ignored(where: str) -> None:
+    """Say once per annotation file or folder that ``--hand-value`` does not apply."""
+    log.warning(
+        "ignoring --hand-value for the annotations in %s: their labels say what is hand "
+        "(every label but background)",
+        where,
+    )
+
+
 def read_mask(
     path: str | Path, *, hand_value: int | Sequence[int] | str | None = None
 ) -> np.ndarray:
@@ -331,6 +342,8 @@ def read_mask(
     path = Path(path)
     annotated = read_annotation_mask(path)
     if annotated is not None:
+        if hand_value is not None:
+            _hand_value_ignored(str(path.parent))
         return annotated
     value = parse_hand_value(hand_value)
     im = _exif_transpose(_open(path, "mask")[0], path, "mask")
