@@ -277,7 +277,8 @@ def cvat_index(path: str, _mtime: int, _size: int) -> tuple[dict, list[str]]:
     masks = [
         n
         for n in names
-        if PurePosixPath(n).parent.name == CVAT_CLASS_DIR and n.lower().endswith(".png")
+        # SegmentationClass/<name>.png, or deeper where the task's images sat in folders
+        if CVAT_CLASS_DIR in PurePosixPath(n).parts[:-1] and n.lower().endswith(".png")
     ]
     return labelmap, masks
 
