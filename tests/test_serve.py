@@ -318,9 +318,7 @@ def test_concurrent_requests_get_the_sequential_answers(live_server, photos):
     assert together == alone * 6
 
 
-def test_cli_serve_warns_off_loopback(monkeypatch, model_file, caplog):
-    import uvicorn
-
+def test_cli_serve_binds_loopback_and_warns_off_it(monkeypatch, model_file, caplog, capsys):
     import handseg.app.serve as serve_module
 
     class Loaded:  # what serve() needs of a Segmenter, without loading the model again
@@ -333,20 +331,29 @@ def test_cli_serve_warns_off_loopback(monkeypatch, model_file, caplog):
     calls = []
     monkeypatch.setattr(serve_module, "Segmenter", Loaded)
     monkeypatch.setattr(serve_module, "create_app", lambda segmenter: segmenter)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    monkeypatch.setattr(
+        serve_module,
+        "run_server",
+        lambda app, sock, limits: calls.append((app, sock.getsockname())),
+    )
     with caplog.at_level(logging.WARNING):
-        assert main(["serve", "--model", str(model_file), "--port", "9", "--runtime", "torch"]) == 0
-    app, kw = calls[-1]
-    assert (kw["host"], kw["port"]) == ("127.0.0.1", 9)
+        assert main(["serve", "--model", str(model_file), "--port", "0", "--runtime", "torch"]) == 0
+    app, address = calls[-1]
+    assert address[0] == "127.0.0.1"
     assert app.facts["runtime"] == "torch" and app.limits == ServeLimits()
     assert "no authentication" not in caplog.text
-    assert main(["serve", "--model", str(model_file), "--host", "0.0.0.0",
+    assert main(["serve", "--model", str(model_file), "--host", "0.0.0.0", "--port", "0",
                  "--workers", "1", "--queue", "3", "--max-upload-mb", "5"]) == 0  # fmt: skip
-    app, kw = calls[-1]
-    assert kw["host"] == "0.0.0.0"
+    app, address = calls[-1]
+    assert address[0] == "0.0.0.0"
     assert app.limits == ServeLimits(max_upload_mb=5, workers=1, queue=3)
     assert "no authentication" in caplog.text
     assert is_loopback("::1") and is_loopback("localhost") and not is_loopback("192.168.1.5")
+    with socket.create_server(("127.0.0.1", 0)) as busy:  # a port in use: one line, status 2
+        port = str(busy.getsockname()[1])
+        assert main(["serve", "--model", str(model_file), "--port", port]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot listen on 127.0.0.1 port") and "\n" not in err
 
 
 def test_limits_are_checked():

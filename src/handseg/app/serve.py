@@ -27,6 +27,7 @@ import io
 import ipaddress
 import json
 import logging
+import socket
 import tempfile
 import threading
 import time
@@ -307,9 +308,11 @@ def serve(
     device: str = "auto",
     **runtime: Any,
 ) -> None:
-    """Load the model and serve the page and the API on ``host:port`` until Ctrl-C."""
+    """Load the model and serve the page and the API on ``host:port`` until Ctrl-C.
+
+    The port is taken before the model loads, so a busy port fails at once, in one line."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - checked here, used by run_server
     except ImportError:
         raise HandsegError(INSTALL_HINT) from None
     limits = limits or ServeLimits()
@@ -320,20 +323,38 @@ def serve(
             "to keep it on this machine)",
             host,
         )
-    segmenter = Segmenter(model, limits=limits, device=device, **runtime)
-    app = create_app(segmenter)
-    shown = f"[{host}]" if ":" in host else host
-    log.info("model %s (%s)", model, segmenter.facts.get("runtime", segmenter.facts["pipeline"]))
-    log.info("open http://%s:%d/ in a browser (API docs: /docs); Ctrl-C stops", shown, port)
     try:
-        # uvicorn's own concurrency cap is a backstop for connection floods; the queue
-        # (create_app) is what answers busy clients of the heavy endpoints
-        uvicorn.run(
-            app, host=host, port=port, log_level="warning",
-            limit_concurrency=4 * (limits.workers + limits.queue) + 16,
-        )  # fmt: skip
-    finally:
-        segmenter.close()
+        sock = socket.create_server((host, port))
+    except OSError as exc:
+        raise HandsegError(
+            f"cannot listen on {host} port {port}: {exc.strerror or exc}; choose another "
+            "--port (or stop the program using it)"
+        ) from None
+    with sock:
+        segmenter = Segmenter(model, limits=limits, device=device, **runtime)
+        try:
+            app = create_app(segmenter)
+            shown = f"[{host}]" if ":" in host else host
+            port = sock.getsockname()[1]
+            log.info(
+                "model %s (%s)", model, segmenter.facts.get("runtime", segmenter.facts["pipeline"])
+            )
+            log.info("open http://%s:%d/ in a browser (API docs: /docs); Ctrl-C stops", shown, port)
+            run_server(app, sock, limits)
+        finally:
+            segmenter.close()
+
+
+def run_server(app: FastAPI, sock: socket.socket, limits: ServeLimits) -> None:
+    """Run ``app`` with uvicorn on the listening socket ``sock`` until Ctrl-C."""
+    import uvicorn
+
+    # uvicorn's own concurrency cap is a backstop for connection floods; the queue
+    # (create_app) is what answers busy clients of the heavy endpoints
+    config = uvicorn.Config(
+        app, log_level="warning", limit_concurrency=4 * (limits.workers + limits.queue) + 16
+    )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def create_app(segmenter: Segmenter) -> FastAPI:
