@@ -30,7 +30,10 @@ from handseg.data.inspect import inspect_data
 from handseg.data.pairs import find_pairs
 from handseg.data.split import load_split, make_split, save_split
 
-mask_utils = pytest.importorskip("pycocotools.mask")
+
+def _pycocotools():
+    """pycocotools' mask API (the test extra), the reference our RLE must match."""
+    return pytest.importorskip("pycocotools.mask")
 
 
 def _ring_masks() -> dict[str, np.ndarray]:
@@ -62,6 +65,7 @@ def _ring_masks() -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("name", list(_ring_masks()))
 def test_rle_matches_pycocotools_and_round_trips(name):
     mask = _ring_masks()[name]
+    mask_utils = _pycocotools()
     theirs = mask_utils.encode(np.asfortranarray(mask))
     ours = encode_rle(mask)
     assert ours["counts"] == theirs["counts"].decode("ascii")
@@ -146,6 +150,7 @@ def test_labelme_round_trip_keeps_the_hands(small_data, exports):
 
 
 def test_coco_file_has_the_fields_tools_need(small_data, exports):
+    mask_utils = _pycocotools()
     doc = json.loads(exports["coco"].read_text())
     assert doc["categories"] == [{"id": 1, "name": "hand", "supercategory": ""}]
     images = {im["id"]: im for im in doc["images"]}
