@@ -126,6 +126,10 @@ def test_model_card_and_health(client, model_file):
     spec = client.get("/openapi.json").json()
     assert {"/api/segment", "/api/evaluate", "/api/model", "/healthz"} <= set(spec["paths"])
     assert "multipart/form-data" in spec["paths"]["/api/segment"]["post"]["requestBody"]["content"]
+    docs = client.get("/docs").text  # offline: Swagger UI from the server, not a CDN
+    assert "swagger-ui-bundle.js" in docs and "cdn." not in docs
+    js = docs.split('src="')[1].split('"')[0]
+    assert client.get(js).status_code == 200
     page = client.get("/")
     assert page.status_code == 200 and "/static/app.js" in page.text
     assert client.get("/static/app.js").status_code == 200

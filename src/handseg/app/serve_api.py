@@ -2,7 +2,8 @@
 
 Routes: ``GET /`` (the page), ``/static/*`` (its script and style), ``GET /healthz``,
 ``GET /api/model``, ``POST /api/segment``, ``POST /api/evaluate``; FastAPI documents them
-at ``/docs`` and ``/openapi.json``. Every error answer is ``{"error": "one line"}``.
+at ``/openapi.json`` and ``/docs`` (Swagger UI from fastapi-offline's copy, so the docs
+work offline too). Every error answer is ``{"error": "one line"}``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
@@ -246,7 +248,7 @@ def build_app(segmenter: Segmenter, static: Path) -> FastAPI:
         yield
         pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(
+    app = FastAPIOffline(  # FastAPI with /docs and /redoc served from the package, no CDN
         title="handseg",
         version=__version__,
         description="Segment hands in photos: the model of `handseg predict` over HTTP. "
