@@ -90,8 +90,11 @@ def test_two_photos_overlays_and_zip_equal_handseg_predict(page, data, model_fil
 
 def test_photos_with_masks_show_handseg_evaluates_scores(page, data, model_file, tmp_path):
     page.click("#clear")
-    page.set_input_files("#masks", [str(p) for p in sorted((data / "masks").iterdir())])
+    masks = sorted((data / "masks").iterdir())
+    page.set_input_files("#masks", [str(masks[0])])  # one mask before the photos,
     page.set_input_files("#photos", [str(p) for p in sorted((data / "photos").iterdir())])
+    page.set_input_files("#masks", [str(masks[1])])  # one after: that photo is scored again
+    page.wait_for_function("() => document.getElementById('set-n').textContent === '2'")
     _wait_done(page, 2)
     assert "2 paired" in page.inner_text("#masks-count")
 

@@ -53,15 +53,14 @@ function pairMasks() {
 
 // ---- the work queue -----------------------------------------------------------------------
 function addPhotos(files) {
-  for (const file of files) {
-    const it = { file, maskFile: null, result: null, status: "waiting", row: null };
+  const added = files.map((file) => ({ file, maskFile: null, result: null, status: "waiting", row: null, runs: 0 }));
+  for (const it of added) {
     state.items.push(it);
     it.row = makeRow(it);
-    schedule(it);
   }
   $("photos-count").textContent = `${state.items.length} photo(s)`;
-  pairMasks();
-  pump();
+  pairMasks(); // pairs (and schedules) the new photos that have a mask
+  added.filter((it) => !it.maskFile).forEach(schedule);
 }
 
 function addMasks(files) {
@@ -86,6 +85,7 @@ function pump() {
 }
 
 async function process(it) {
+  const run = ++it.runs; // a later run (its mask arrived meanwhile) wins over this one
   it.status = "working";
   const form = new FormData();
   form.append("image", it.file, it.file.name);
@@ -97,10 +97,12 @@ async function process(it) {
   try {
     const r = await fetch(url, { method: "POST", body: form });
     const body = await r.json();
+    if (run !== it.runs) return;
     if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
     it.result = body;
     it.status = "done";
   } catch (e) {
+    if (run !== it.runs) return;
     it.result = null;
     it.status = "error";
     it.error = String(e.message || e);
