@@ -133,7 +133,7 @@ def test_a_run_folder_with_a_crafted_model(tmp_path, crafted, marker):
         handseg.load_model(run)
 
 
-@pytest.mark.parametrize("command", ["predict", "evaluate", "export"])
+@pytest.mark.parametrize("command", ["predict", "evaluate", "export", "serve"])
 def test_cli_refuses_crafted_models(command, tmp_path, crafted, marker):
     from PIL import Image
 
@@ -148,6 +148,7 @@ def test_cli_refuses_crafted_models(command, tmp_path, crafted, marker):
             "evaluate": ["evaluate", "--model", str(path), "--images", str(tmp_path / "im"),
                          "--masks", str(tmp_path / "mk"), "--device", "cpu"],
             "export": ["export", "--model", str(path), "--out", str(tmp_path / "m.onnx")],
+            "serve": ["serve", "--model", str(path), "--port", "0", "--device", "cpu"],
         }[command]  # fmt: skip
         line = _assert_one_error_line(*_cli(argv))
         assert str(path) in line, name
