@@ -17,7 +17,8 @@ group) runs :func:`predict_collection` in every process:
   masks) and only the missing files are written.
 - **Manifest.** Each process appends one row per input of its blocks, in order, to
   ``OUT/.manifest-parts/rank<r>.csv`` (flushed after every block); rank 0 merges the parts
-  into ``OUT/manifest.csv`` (in input order, written atomically) when all are done. On a
+  into ``OUT/manifest.csv`` (in input order, written atomically) when all are done (an
+  earlier one is removed at the start, so a manifest always describes a finished run). On a
   restart a process keeps the rows its part already holds for the same inputs (with their
   timings) and cuts the part where it starts writing new ones, so no row is ever written
   twice, whenever the run was killed. Bad inputs get a row with the error and are skipped.
@@ -548,6 +549,8 @@ def predict_collection(
     loader = DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_as_is)
     show = progress and d.rank == 0
     total = _rank_share(count_inputs(inputs, lists), batch_size, 0, d.world_size) if show else 0
+    if d.rank == 0:  # the manifest describes a finished run: none while this one runs
+        (out / MANIFEST).unlink(missing_ok=True)
     part = ManifestPart(out / PARTS / f"rank{d.rank}.csv", resume=skip_existing)
     writer = _Writer(
         predictor, out, part, batch_size=batch_size, overlay=overlay, instances=instances
