@@ -72,7 +72,7 @@ def live_server(model_file):
     pytest.importorskip("fastapi", reason="needs the serve extra: pip install 'handseg[serve]'")
     import uvicorn
 
-    from handseg.app.serve import ServeLimits, Segmenter, create_app
+    from handseg.app.serve import Segmenter, ServeLimits, create_app
 
     segmenter = Segmenter(model_file, limits=ServeLimits(max_upload_mb=1, max_megapixels=1))
     sock = socket.socket()

@@ -4,6 +4,7 @@ the files of an uninterrupted run, bad inputs are recorded in the manifest and s
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -135,14 +136,19 @@ def test_run_killed_midway_and_restarted_ends_as_an_uninterrupted_run(
     script = tmp_path / "killed.py"
     script.write_text(KILLED)
     cmd = [sys.executable, str(script), str(model_file), str(photos), str(out)]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # its own process group, so that the kill takes its DataLoader worker too (as a job
+    # scheduler's kill would) and no orphan outlives the test
+    proc = subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 300
         while len(list(out.rglob("*_mask.png"))) < 20 and proc.poll() is None:
             assert time.monotonic() < deadline, "the run wrote no masks"
             time.sleep(0.005)
-        proc.send_signal(signal.SIGKILL)
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-3000:]
     assert not (out / "manifest.csv").exists()
