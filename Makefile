@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint format demo clean
+.PHONY: setup test lint format demo clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ format: setup
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-test: lint
+# Debian's chromium for the page test (apt, where missing)
+browser:
+	./.ci/chromium
+
+test: lint browser
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
