@@ -293,6 +293,40 @@ def test_predict_then_evaluate_pred_masks_equals_evaluating_the_model(tiny_run, 
             assert a[key] == pytest.approx(b[key], abs=1e-12, nan_ok=True), key
 
 
+def test_a_predict_folder_with_instances_and_a_manifest_scores_its_masks_only(tmp_path, caplog):
+    # `predict --instances` (and a collection) also write a_hand<i>.png, a_hands.json and
+    # manifest.csv beside a_mask.png: scoring the folder reads the masks only, says what it
+    # left out, and does not call predict's own JSON "non-image files".
+    rng = np.random.default_rng(0)
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir(), gt.mkdir()
+    masks = {}
+    for stem in ("a", "b"):
+        m = (rng.random((24, 32)) > 0.5).astype(np.uint8) * 255
+        g = (rng.random((24, 32)) > 0.5).astype(np.uint8) * 255
+        masks[stem] = (m, g)
+        Image.fromarray(m).save(pred / f"{stem}_mask.png")
+        Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(pred / f"{stem}_overlay.jpg")
+        for i in range(2):  # per-hand masks that differ from the mask: must not be scored
+            Image.fromarray(255 - m).save(pred / f"{stem}_hand{i}.png")
+        (pred / f"{stem}_hands.json").write_text('{"hands": []}')
+        Image.fromarray(g).save(gt / f"{stem}.png")
+    (pred / "manifest.csv").write_text("input,status\n")
+    (pred / "notes.txt").write_text("a user's own file")
+    with caplog.at_level(logging.INFO):
+        r = evaluate_mask_folders(pred, gt, progress=False)
+    assert r["num_images"] == 2
+    assert sorted(x["image"] for x in r["images"]) == ["a_mask.png", "b_mask.png"]
+    tp = sum(int(((m > 0) & (g > 0)).sum()) for m, g in masks.values())
+    fp = sum(int(((m > 0) & (g == 0)).sum()) for m, g in masks.values())
+    fn = sum(int(((m == 0) & (g > 0)).sum()) for m, g in masks.values())
+    assert r["classes"]["hand"]["IoU"] == pytest.approx(tp / (tp + fp + fn), abs=1e-12)
+    assert "left out 6 overlay(s) and per-hand mask(s)" in caplog.text
+    skipped = [rec.getMessage() for rec in caplog.records if "non-image" in rec.getMessage()]
+    assert skipped and "notes.txt" in skipped[0]
+    assert "hands.json" not in skipped[0] and "manifest" not in skipped[0]
+
+
 # --- compare ---------------------------------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from handseg.core.errors import HandsegError
+from handseg.core.outputs import overlay_file
 from handseg.core.rundir import RunDir
 from handseg.data.pairs import find_pairs
 from handseg.eval.evaluate import (
@@ -222,7 +223,7 @@ def _predict_camera(
 ) -> dict[str, Any]:
     """Segment camera ``camera`` live into ``out/camera<N>_overlay.mp4``."""
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"camera{camera}_overlay.mp4"
+    path = overlay_file(out, f"camera{camera}", video=True)
     if hasattr(predictor, "for_video"):  # the detector's real-time settings
         predictor = predictor.for_video()
     return predict_video(predictor, camera, path, show=show, max_frames=max_frames) | {

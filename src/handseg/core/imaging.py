@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from handseg.core.constants import IMAGE_EXTS, IMAGENET_MEAN, IMAGENET_STD
 from handseg.core.errors import HandsegError
 from handseg.core.mask_sources import read_annotation_mask
+from handseg.core.outputs import is_side_file
 
 _EXIF_ORIENTATION = 0x0112
 log = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ def short_list(items: Sequence[Any], k: int = 5) -> str:
 def list_images(folder: str | Path, *, what: str = "images") -> list[Path]:
     """Image files directly inside ``folder`` (not recursive), in natural sort order.
 
-    Files with other extensions are skipped with one warning; hidden files (``.DS_Store``)
-    and sub-folders are skipped silently. A missing folder, a path that is not a folder,
+    Files with other extensions are skipped with one warning; hidden files (``.DS_Store``),
+    sub-folders and the non-image files ``handseg predict`` writes (hands JSON, manifest)
+    are skipped silently. A missing folder, a path that is not a folder,
     or a folder without images raises :class:`HandsegError`.
     """
     folder = Path(folder)
@@ -60,8 +62,8 @@ def list_images(folder: str | Path, *, what: str = "images") -> list[Path]:
             f"cannot list {what} folder {folder}: {exc.strerror or exc}; check its permissions"
         ) from None
     for p in entries:
-        if p.name.startswith(".") or not p.is_file():
-            continue
+        if p.name.startswith(".") or not p.is_file() or is_side_file(p):
+            continue  # hidden files, folders, handseg predict's JSON and manifest
         (images if p.suffix.lower() in IMAGE_EXTS else skipped).append(p)
     if skipped:
         skipped.sort(key=lambda p: natural_key(p.name))

@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +55,7 @@ from handseg.core.mask_sources import (
     CVAT_OBJECT_DIR,
     FORMAT_NAMES,
 )
+from handseg.core.outputs import PredictFolder, split_predict_folder
 from handseg.core.viz import save_mask_png
 from handseg.data.pairs import MASK_SUFFIXES, list_masks, pair_files
 
@@ -64,7 +64,6 @@ log = logging.getLogger(__name__)
 TARGETS: tuple[str, ...] = ("coco", "cvat", "labelme", "png", "palette")
 LABELME_VERSION = "5.4.1"
 """The LabelMe file version handseg writes (the fields of LabelMe 5.x)."""
-_INSTANCE = re.compile(r"^(?P<base>.+)_hand(?P<i>\d+)$", re.IGNORECASE)
 
 
 @dataclass
@@ -89,33 +88,13 @@ def _base_name(mask: Path) -> str:
     return stem
 
 
-def _split_predict_folder(masks: list[Path]) -> tuple[list[Path], dict[str, list[Path]]]:
-    """Masks less ``handseg predict``'s overlays and per-hand files, and the per-hand files
-    by the base name of the mask they belong to."""
-    stems = {p.stem.lower() for p in masks}
-    keep, hands = [], {}
-    for p in masks:
-        s = p.stem.lower()
-        m = _INSTANCE.match(p.stem)
-        if s.endswith("_overlay") and s[: -len("_overlay")] + "_mask" in stems:
-            continue
-        if m and m["base"].lower() + "_mask" in stems:
-            hands.setdefault(m["base"].lower(), []).append(p)
-            continue
-        keep.append(p)
-    for paths in hands.values():
-        paths.sort(key=lambda p: int(_INSTANCE.match(p.stem)["i"]))
-    return keep, hands
-
-
 def _items(
     masks: str | Path, images: str | Path | None
 ) -> tuple[str, list[tuple[str, Path, Path | None, list[Path]]]]:
     """``(source format, [(file name, mask path, image path, per-hand paths), ...])``."""
     fmt, paths = list_masks(masks)
-    hands: dict[str, list[Path]] = {}
-    if fmt == "png":
-        paths, hands = _split_predict_folder(paths)
+    found = split_predict_folder(paths) if fmt == "png" else PredictFolder(masks=paths)
+    paths = found.masks
     if images is None:
         log.warning(
             "no --images: photo names are guessed as <name>.jpg and sizes are the masks'; "
@@ -124,15 +103,12 @@ def _items(
         out = []
         for p in paths:
             name = p.name if fmt != "png" else _base_name(p) + ".jpg"
-            out.append((name, p, None, hands.get(_base_name(p).lower(), [])))
+            out.append((name, p, None, found.hands_of(p)))
         return fmt, out
     pairs = pair_files(
         list_images(images, what="images"), paths, images_dir=images, masks_dir=masks
     )
-    return fmt, [
-        (i.name, m, i, hands.get(_base_name(m).lower(), []) if fmt == "png" else [])
-        for i, m in pairs
-    ]
+    return fmt, [(i.name, m, i, found.hands_of(m)) for i, m in pairs]
 
 
 def _load(name: str, mask_path: Path, image_path: Path | None, hand_paths: list[Path]) -> _Item:

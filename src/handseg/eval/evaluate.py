@@ -24,6 +24,7 @@ from handseg.core.imaging import (
     short_list,
 )
 from handseg.core.io import atomic_write_text
+from handseg.core.outputs import split_predict_folder
 from handseg.core.viz import comparison_figure, comparison_image, confusion_figure
 from handseg.data.pairs import list_masks, pair_files
 from handseg.data.split import load_split
@@ -31,7 +32,6 @@ from handseg.eval.metrics import SegmentationMetrics, to_json, write_per_image_c
 
 log = logging.getLogger(__name__)
 
-_PREDICTED_MASK, _OVERLAY = "_mask", "_overlay"
 """``handseg predict`` writes ``<stem>_mask.png`` and ``<stem>_overlay.jpg`` side by side
 (:func:`handseg.infer.media.predict_paths`)."""
 
@@ -106,7 +106,7 @@ def evaluate_mask_folders(
     """Score masks written by any tool (``pred_dir``) against ground truth (``masks_dir``).
 
     ``pred_dir`` may be the folder ``handseg predict`` wrote: the overlays it puts beside
-    its masks (``a_overlay.jpg`` next to ``a_mask.png``) are left out. Files are paired as
+    its masks (``a_overlay.jpg`` and ``a_hand0.png`` next to ``a_mask.png``) are left out. Files are paired as
     the data layer pairs images and masks (:func:`~handseg.data.pairs.pair_files`), with
     the ground truth in the images' place: by name with a mask suffix allowed on either
     side (``a_mask.png`` pairs with ``a.png`` and ``a.png`` with ``a_mask.png``), else by
@@ -143,22 +143,18 @@ def _prediction_pairs(pred_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]
 
 
 def _without_overlays(paths: list[Path]) -> list[Path]:
-    """``paths`` less the overlays ``handseg predict`` writes beside its masks: a file
-    ``<stem>_overlay.*`` whose folder also holds ``<stem>_mask.*``."""
-    stems = {p.stem.lower() for p in paths}
-
-    def is_overlay(p: Path) -> bool:
-        s = p.stem.lower()
-        return s.endswith(_OVERLAY) and s[: -len(_OVERLAY)] + _PREDICTED_MASK in stems
-
-    overlays = [p for p in paths if is_overlay(p)]
-    if overlays:
+    """``paths`` less the overlays and per-hand masks ``handseg predict`` writes beside its
+    masks (:func:`~handseg.core.outputs.split_predict_folder`)."""
+    found = split_predict_folder(paths)
+    side = found.overlays + [p for hands in found.instances.values() for p in hands]
+    if side:
         log.info(
-            "left out %d overlay(s) that handseg predict wrote beside its masks: %s",
-            len(overlays),
-            short_list(overlays),
+            "left out %d overlay(s) and per-hand mask(s) that handseg predict wrote beside "
+            "its masks: %s",
+            len(side),
+            short_list(side),
         )
-    return [p for p in paths if not is_overlay(p)]
+    return found.masks
 
 
 def compare(

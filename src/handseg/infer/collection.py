@@ -50,6 +50,7 @@ from handseg.core.constants import IMAGE_EXTS, VIDEO_EXTS
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import read_image
 from handseg.core.io import atomic_save_image, atomic_write
+from handseg.core.outputs import MANIFEST, hands_file, mask_file, overlay_file
 from handseg.core.viz import overlay as overlay_image
 from handseg.core.viz import save_mask_png
 
@@ -66,7 +67,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.csv"
 PARTS = ".manifest-parts"
 MANIFEST_COLUMNS = (
     "input", "status", "mask", "overlay", "instances", "height", "width", "hand_share",
@@ -169,11 +169,11 @@ def count_inputs(inputs: Sequence[str | Path], lists: Sequence[str | Path] = ())
 def output_paths(out: Path, stem: str, *, overlay: bool, instances: bool) -> dict[str, Path]:
     """The files one input gets: ``mask`` always, ``overlay`` and ``instances`` (the
     hands JSON, written after the per-hand masks) when asked for."""
-    paths = {"mask": out / f"{stem}_mask.png"}
+    paths = {"mask": mask_file(out, stem)}
     if overlay:
-        paths["overlay"] = out / f"{stem}_overlay.jpg"
+        paths["overlay"] = overlay_file(out, stem)
     if instances:
-        paths["instances"] = out / f"{stem}_hands.json"
+        paths["instances"] = hands_file(out, stem)
     return paths
 
 

@@ -24,6 +24,7 @@ from handseg.core.constants import IMAGE_EXTS, VIDEO_EXTS
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import natural_key, read_image
 from handseg.core.io import atomic_save_image, atomic_write_json
+from handseg.core.outputs import hands_file, instance_file, mask_file, overlay_file
 from handseg.core.viz import overlay, save_mask_png
 from handseg.infer.predictor import Predictor
 
@@ -157,10 +158,10 @@ def write_instances(result: Any, out: Path, stem: str) -> Path:
     and mask file; ``[]`` when no hand was found."""
     hands = []
     for i, (hand, mask) in enumerate(zip(result.hands, result.instances)):
-        path = save_mask_png(mask, out / f"{stem}_hand{i}.png")
+        path = save_mask_png(mask, instance_file(out, stem, i))
         hands.append({"index": i, "mask": path.name, **hand.to_json()})
     doc = {"image_size": list(result.mask.shape), "hands": hands}
-    return atomic_write_json(out / f"{stem}_hands.json", doc)
+    return atomic_write_json(hands_file(out, stem), doc)
 
 
 def predict_paths(
@@ -217,10 +218,10 @@ def predict_paths(
             stem = names.take(p.stem)
             if stem != p.stem:
                 log.info("%s: another input is also called %s; writing %s_*", p, p.stem, stem)
-            mask_path = save_mask_png(mask, out / f"{stem}_mask.png")
+            mask_path = save_mask_png(mask, mask_file(out, stem))
             overlay_path = None
             if overlay:
-                overlay_path = out / f"{stem}_overlay.jpg"
+                overlay_path = overlay_file(out, stem)
                 _write_overlay(image, mask, overlay_path)
             records[i] = {
                 "input": p,
@@ -439,7 +440,7 @@ def predict_inputs(
     if videos and hasattr(predictor, "for_video"):  # the detector's real-time settings
         predictor = predictor.for_video()
     for v in videos:
-        out = Path(out_dir) / f"{names.take(v.stem)}_overlay.mp4"
+        out = overlay_file(Path(out_dir), names.take(v.stem), video=True)
         try:
             info = predict_video(predictor, v, out, progress=progress, batch_size=batch_size)
         except HandsegError as exc:
