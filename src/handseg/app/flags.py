@@ -16,8 +16,17 @@ import typing
 from typing import Any
 
 from handseg.core.config import TrainConfig
+from handseg.core.device import INFERENCE_PRECISIONS, RUNTIMES
+from handseg.data.split import training_images
 
-__all__ = ["OPTION_FIELDS", "add_config_options", "add_device_option", "config_options"]
+__all__ = [
+    "OPTION_FIELDS",
+    "add_config_options",
+    "add_device_option",
+    "add_runtime_options",
+    "config_options",
+    "runtime_kwargs",
+]
 
 OPTION_FIELDS = tuple(f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli", True))
 """The training options that have a flag (``handseg train``); the rest are config-file only."""
@@ -106,3 +115,27 @@ def add_device_option(p: argparse.ArgumentParser) -> None:
 def config_options(args: argparse.Namespace) -> dict[str, Any]:
     """The training options parsed by :func:`add_config_options` (None: not given)."""
     return {f.name: getattr(args, f.name) for f in OPTION_FIELDS}
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("inference speed (see handseg.runtime)")
+    g.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="PyTorch or onnxruntime (default auto: the measured fastest)")  # fmt: skip
+    g.add_argument("--precision", choices=INFERENCE_PRECISIONS, default="auto",
+                   help="bf16 needs a CPU with avx512_bf16/AMX, int8 runs on onnxruntime; "
+                   "unsupported choices fall back to fp32 with a warning (default auto)")  # fmt: skip
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for the network (default: the library's choice)")  # fmt: skip
+    g.add_argument("--scale", type=float, default=1.0, metavar="F",
+                   help="run the network at F x the model's input size (e.g. 0.5: about 4x "
+                   "faster, coarser edges; default 1)")  # fmt: skip
+
+
+def runtime_kwargs(args: argparse.Namespace) -> dict:
+    return {
+        "runtime": args.runtime,
+        "precision": args.precision,
+        "threads": args.threads,
+        "scale": args.scale,
+        "calibration": training_images,  # int8 calibrates on the model's training photos
+    }
