@@ -203,38 +203,20 @@ def _exception_handlers(app: FastAPI) -> None:
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
 
 
-_FORM_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image"],
-                    "properties": {"image": {"type": "string", "format": "binary"}},
-                }
-            }
-        },
+def _form_doc(**fields: str) -> dict:
+    """OpenAPI for a multipart form whose uploads are ``fields`` (name -> description;
+    ``""`` for a required file), as FastAPI cannot infer it from routes that read the raw
+    request."""
+    files = {k: {"type": "string", "format": "binary"} for k, v in fields.items() if not v}
+    text = {k: {"type": "string", "description": v} for k, v in fields.items() if v}
+    schema = {"type": "object", "required": list(files), "properties": {**files, **text}}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
     }
-}
-_EVAL_DOC = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["image", "mask"],
-                    "properties": {
-                        "image": {"type": "string", "format": "binary"},
-                        "mask": {"type": "string", "format": "binary"},
-                        "hand_value": {"type": "string", "description": "mask value of hand"},
-                    },
-                }
-            }
-        },
-    }
-}
+
+
+_FORM_DOC = _form_doc(image="")
+_EVAL_DOC = _form_doc(image="", mask="", hand_value="mask value of hand")
 
 
 def build_app(segmenter: Segmenter, static: Path) -> FastAPI:
