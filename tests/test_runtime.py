@@ -136,6 +136,54 @@ def test_auto_without_lower_precisions_is_fp32(net_card, monkeypatch, caplog):
     assert dev.inference_path("onnx", "auto") == ("onnx", "fp32")
 
 
+@pytest.mark.parametrize(
+    ("machine", "flags", "path", "words"),
+    [
+        ("x86_64", {"avx2", "fma"}, ("onnx", "fp32"), "no VNNI, so int8 would be slower"),
+        ("x86_64", {"avx2", "avx512_vnni"}, ("onnx", "int8"), "VNNI (avx512_vnni)"),
+        ("x86_64", {"avx2", "avx_vnni"}, ("onnx", "int8"), "VNNI (avx_vnni)"),
+        ("x86_64", {"avx2", "avx512_bf16"}, ("torch", "bf16"), "no VNNI"),
+        ("x86_64", {"avx512_vnni", "avx512_bf16"}, ("onnx", "int8"), "VNNI"),
+        ("aarch64", {"asimd", "asimddp"}, ("onnx", "int8"), "dot-product"),
+        ("aarch64", {"asimd"}, ("onnx", "fp32"), "no Arm dot-product"),
+        ("x86_64", set(), ("onnx", "fp32"), "cannot be read"),
+    ],
+)
+def test_auto_chooses_by_what_the_cpu_can_do(net_card, monkeypatch, caplog, machine, flags,
+                                             path, words):  # fmt: skip
+    """int8 only with VNNI / Arm dot-product (else it is slower than fp32), bf16 only with
+    native bf16, else onnx fp32; one INFO line says which and why."""
+    if path[1] == "bf16" and not torch.backends.mkldnn.is_available():
+        pytest.skip("PyTorch without oneDNN: no bf16 here")
+    net, card = net_card
+    monkeypatch.setattr(dev.platform, "machine", lambda: machine)
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset(flags))
+    chosen = dev.choose_inference_path()
+    assert (chosen.runtime, chosen.precision) == path == dev.inference_path()
+    assert words in chosen.reason
+    with caplog.at_level(logging.INFO, logger="handseg"):
+        b = rt.make_backend(net, card, calibration=CALIBRATION)
+    assert (b.runtime, b.precision) == path and b.reason == chosen.reason
+    (msg,) = [r.getMessage() for r in caplog.records if r.name == "handseg.infer.backends"]
+    assert msg == f"runtime {path[0]} {path[1]}: {chosen.reason}"
+    assert all(r.levelno == logging.INFO for r in caplog.records)
+    # an explicit int8 request still runs int8 without VNNI (slower, but asked for)
+    assert dev.inference_path("onnx", "int8") == ("onnx", "int8")
+
+
+def test_the_choice_message_on_this_machine_kind(monkeypatch):
+    """AVX2 without VNNI or native bf16 (the 2-core machine the project is timed on)."""
+    monkeypatch.setattr(dev.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx", "avx2", "fma"}))
+    assert str(dev.choose_inference_path("onnx")) == (
+        "onnx fp32: this CPU has no VNNI, so int8 would be slower"
+    )
+    assert dev.choose_inference_path(calibrated=False).reason.startswith("this CPU has no VNNI")
+    assert dev.choose_inference_path("onnx", "fp32").reason == "as requested"
+    assert dev.choose_inference_path("auto", "fp32").reason == "the faster runtime for fp32"
+    assert "native bf16" in dev.choose_inference_path("torch").reason
+
+
 def test_impossible_requests_are_handseg_errors(net_card):
     net, card = net_card
     for runtime, precision, match in [
@@ -181,6 +229,7 @@ def test_without_calibration_images_int8_is_not_used(net_card, monkeypatch, capl
     a warning that says what to pass."""
     net, card = net_card
     monkeypatch.setattr(dev, "int8_support", lambda: (True, "test"))
+    monkeypatch.setattr(dev, "int8_speedup", lambda: (True, "test CPU has VNNI"))
     monkeypatch.setattr(dev, "bf16_support", lambda *a: (False, "no"))
     with caplog.at_level(logging.INFO, logger="handseg"):
         b = rt.make_backend(net, card)

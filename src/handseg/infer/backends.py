@@ -8,8 +8,10 @@ Every backend is a callable
 built by :func:`make_backend` from a network (a ``torch.nn.Module`` or an exported
 :class:`~handseg.infer.onnx_file.OnnxModel`) and its model card.
 :class:`handseg.infer.predictor.Predictor` runs every image through one. Which path runs
-is chosen by :func:`handseg.core.device.inference_path` (with the measurements behind
-``auto``); this module builds it.
+is chosen by :func:`handseg.core.device.choose_inference_path` (with the measurements
+behind ``auto``: int8 only on CPUs with VNNI or Arm dot-product instructions, bf16 only
+with native bf16, else onnx fp32); this module builds it and logs the choice and its
+reason at INFO level when ``auto`` made it (``Backend.reason``).
 
 Paths (``runtime`` x ``precision``):
 
@@ -21,7 +23,9 @@ Paths (``runtime`` x ``precision``):
   uint8 activations) copy of the ONNX graph. The classifier and the final upsampling
   stay fp32 so the hand/background margin is not rounded. Calibration uses the images the
   caller passes (``calibration``; the command line passes the model's training images).
-  Without calibration images ``auto`` takes the next fastest path and an explicit int8
+  ``auto`` takes it only where the CPU has int8 dot-product instructions (VNNI, Arm
+  asimddp): without them int8 is slower than fp32. Without calibration images ``auto``
+  takes the next fastest path and an explicit int8
   request runs fp32 with a warning: calibrating on whatever comes to hand (synthetic or
   random images, or the first images predicted) would make the masks depend on it. The
   export of a ``model.pt`` and the quantised file are cached (``$HANDSEG_CACHE_DIR`` or
@@ -48,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from handseg.core.device import inference_path
+from handseg.core.device import InferencePath, canonical_precision, choose_inference_path
 from handseg.core.errors import HandsegError
 from handseg.infer.onnx_file import INPUT_NAME, OnnxModel, ort_session
 from handseg.infer.quantize import Calibration, CalibrationImage, cached_export, cached_int8
@@ -64,6 +68,7 @@ class Backend:
 
     runtime: str = ""
     precision: str = ""
+    reason: str = ""  # why this path runs (make_backend)
     scale: float = 1.0
     model: nn.Module | None = None  # the PyTorch network, where the backend has one
 
@@ -162,6 +167,7 @@ class _Scaled(Backend):
     def __init__(self, inner: Backend, scale: float):
         self.inner, self.scale = inner, float(scale)
         self.runtime, self.precision, self.model = inner.runtime, inner.precision, inner.model
+        self.reason = inner.reason
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         b, _, h, w = batch.shape
@@ -196,8 +202,9 @@ def make_backend(
 
     ``calibration``: images to quantise with when the path is int8 (module docstring).
     Explicit bf16/int8 requests that this machine cannot serve fall back to fp32 with a
-    one-line warning; ``auto`` picks the fastest supported path silently
-    (:func:`handseg.core.device.inference_path`).
+    one-line warning; ``auto`` picks the fastest path this CPU can do
+    (:func:`handseg.core.device.choose_inference_path`) and says which and why in one INFO
+    line (also ``backend.reason``).
     """
     if not 0.1 <= float(scale) <= 4:
         raise HandsegError(f"--scale {scale}: choose a factor between 0.1 and 4 (e.g. 0.5)")
@@ -207,22 +214,34 @@ def make_backend(
         torch.set_num_threads(int(threads))
     onnx_file = model.precision if isinstance(model, OnnxModel) else None
     where = {"device": str(device), "onnx_file": onnx_file}
-    rt, pr = inference_path(runtime, precision, **where, calibrated=calibration is not None)
+    chosen = choose_inference_path(runtime, precision, **where, calibrated=calibration is not None)
     images: list[CalibrationImage] = []
-    if pr == "int8" and onnx_file != "int8":  # a copy is to be quantised: get the images
+    if chosen.precision == "int8" and onnx_file != "int8":  # to be quantised: get the images
         images = list(calibration(card) if callable(calibration) else calibration or [])
         if not images:
-            rt, pr = inference_path(runtime, precision, **where, calibrated=False)
+            chosen = choose_inference_path(runtime, precision, **where, calibrated=False)
     backend: Backend | None = None
-    if rt == "onnx":
-        backend = _onnx_backend(model, card, pr, images, threads=threads, runtime=runtime,
-                                requested=precision)  # fmt: skip
+    if chosen.runtime == "onnx":
+        backend = _onnx_backend(model, card, chosen.precision, images, threads=threads,
+                                runtime=runtime, requested=precision)  # fmt: skip
         if backend is None:  # the network could not be exported: PyTorch it is
-            rt, pr = inference_path("torch", "auto", device=str(device))
+            torch_path = choose_inference_path("torch", "auto", device=str(device))
+            chosen = InferencePath(
+                "torch", torch_path.precision, f"the ONNX export failed; {torch_path.reason}"
+            )
     if backend is None:
-        backend = TorchBackend(model, precision=pr, device=device, channels_last=channels_last)
-    log.debug("inference backend: %s", backend.name)
-    return _Scaled(backend, scale) if float(scale) != 1.0 else backend
+        backend = TorchBackend(
+            model, precision=chosen.precision, device=device, channels_last=channels_last
+        )
+    backend.reason = chosen.reason
+    if backend.precision != chosen.precision:  # int8 quantisation failed (logged)
+        backend.reason = "int8 quantisation failed"
+    if float(scale) != 1.0:
+        backend = _Scaled(backend, scale)
+    auto = "auto" in (runtime, canonical_precision(precision))
+    log.log(logging.INFO if auto else logging.DEBUG, "runtime %s: %s", backend.name,
+            backend.reason)  # fmt: skip
+    return backend
 
 
 def _onnx_backend(
