@@ -121,7 +121,8 @@ def test_model_card_and_health(client, model_file):
     assert card["input_size"] == [64, 80]
     assert card["file"] == "model.pt"  # a name, never the server's folders
     assert card["limits"]["max_upload_mb"] == 1
-    assert card["runtime"]
+    assert card["runtime"] and card["runtime_reason"]  # the path auto took, and why
+    assert "model_card" not in card and "note" not in card
     assert client.get("/healthz").json()["status"] == "ok"
     spec = client.get("/openapi.json").json()
     assert {"/api/segment", "/api/evaluate", "/api/model", "/healthz"} <= set(spec["paths"])
@@ -294,14 +295,28 @@ def test_client_file_names_are_never_paths(client, photos, tmp_path):
 
 
 def test_busy_server_says_503():
+    from starlette.exceptions import HTTPException
+
     from handseg.app.serve_api import _Admission
 
     gate = _Admission(2)
     with gate, gate:
-        with pytest.raises(UploadError) as err, gate:
+        with pytest.raises(HTTPException) as err, gate:
             pass
-        assert err.value.status == 503
+        assert err.value.status_code == 503 and "busy" in err.value.detail
     assert gate.active == 0
+
+
+def test_serve_and_serve_api_import_one_way():
+    """serve.py imports serve_api (lazily: the serve extra is optional); never the reverse."""
+    import ast
+
+    import handseg.app.serve_api as api
+
+    tree = ast.parse(Path(api.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("handseg.app")}
 
 
 def test_concurrent_requests_get_the_sequential_answers(live_server, photos):
@@ -400,3 +415,94 @@ def test_a_detector_pipeline_answers_with_its_hands(monkeypatch, photos):
         assert "runtime" not in s.facts  # no network to describe
     finally:
         s.close()
+
+
+@pytest.fixture()
+def detector_ready():
+    """Skip where the hands extra or MediaPipe's model files (make setup fetches them) are
+    missing."""
+    pytest.importorskip("ai_edge_litert", reason="the 'hands' extra is not installed")
+    from handseg.core.errors import HandsegError
+    from handseg.infer.hand_models import find_hand_models
+
+    try:
+        find_hand_models()
+    except HandsegError as exc:
+        pytest.skip(str(exc))
+
+
+def test_serve_without_a_model_runs_the_built_in_detector_pipeline(detector_ready):
+    """As handseg predict without --model: hand detector + GrabCut, no model card; a photo
+    without hands gets an empty mask."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from handseg.app.serve import create_app
+
+    segmenter = Segmenter(None, limits=ServeLimits(max_upload_mb=1, max_megapixels=1))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(segmenter), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=60) as c:
+            facts = c.get("/api/model").json()
+            assert facts["pipeline"] == "hand detector (mediapipe, accurate) + grabcut refiner"
+            assert facts["file"] is None and facts["model_card"] is None
+            assert "no model card" in facts["note"] and "runtime" not in facts
+            assert facts["classes"] == ["background", "hand"]
+            # a hand-free photo: a smooth grey-blue gradient
+            ramp = np.linspace(60, 200, 320, dtype=np.float32)[None, :, None]
+            photo = np.broadcast_to(ramp * np.array([0.8, 0.9, 1.0]), (240, 320, 3))
+            data = _png(photo.astype(np.uint8))
+            r = c.post("/api/segment", files={"image": ("empty.png", data)})
+            assert r.status_code == 200, r.text
+            mask = np.asarray(Image.open(io.BytesIO(r.content)))
+            assert mask.shape == (240, 320) and not mask.any()
+            assert float(r.headers["x-hand-fraction"]) == 0.0
+            j = c.post("/api/segment?format=json", files={"image": ("e.png", data)}).json()
+            assert j["hands"] == [] and j["hand_fraction"] == 0.0
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        segmenter.close()
+
+
+def test_cli_serve_without_a_model(monkeypatch, caplog):
+    """handseg serve without --model starts (it used to refuse) and says what it serves."""
+    import handseg.app.serve as serve_module
+
+    loaded = []
+
+    class Loaded:
+        def __init__(self, model, *, limits, device, **runtime):
+            loaded.append(model)
+            self.limits = limits
+            self.facts = {"pipeline": "hand detector (mediapipe, accurate) + grabcut refiner"}
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(serve_module, "Segmenter", Loaded)
+    monkeypatch.setattr(serve_module, "create_app", lambda segmenter: segmenter)
+    monkeypatch.setattr(serve_module, "run_server", lambda app, sock, limits: None)
+    with caplog.at_level(logging.INFO, logger="handseg"):
+        assert main(["serve", "--port", "0"]) == 0
+    assert loaded == [None]
+    assert "built-in hand detector (mediapipe, accurate) + grabcut refiner" in caplog.text
+
+
+def test_refusals_are_one_line_handseg_errors_with_a_status():
+    """What serve_api answers with its status (it handles HandsegError, not serve's class)."""
+    from handseg.core.errors import HandsegError
+
+    err = UploadError(422, "the uploaded image:\n   cannot be read")
+    assert isinstance(err, HandsegError) and err.status == 422
+    assert str(err) == err.message == "the uploaded image: cannot be read"

@@ -205,13 +205,18 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
         "ground-truth masks (hand IoU, BF), downloaded as a zip, or sent live from the "
         "webcam; and the HTTP API behind it: POST /api/segment, POST /api/evaluate, "
         "GET /api/model, GET /healthz (documented at /docs). The model runs as in "
-        "handseg predict (same runtime choice, the same masks). Needs the serve extra: "
-        "pip install 'handseg[serve]'.",
+        "handseg predict (same pipeline and runtime choice, the same masks); without "
+        "--model, the built-in hand detector + GrabCut refiner, as handseg predict without "
+        "--model. Needs the serve extra: pip install 'handseg[serve]'.",
         epilog="Example: handseg serve --model runs/r1/model.pt, then open "
         "http://127.0.0.1:8000/ or: curl -F image=@photo.jpg "
         "http://127.0.0.1:8000/api/segment -o photo_mask.png",
     )
-    p.add_argument("--model", required=True, help="model file (RUN/model.pt, or model.onnx)")
+    p.add_argument(
+        "--model",
+        help="model file (RUN/model.pt, or model.onnx); without it the built-in hand detector "
+        "+ GrabCut refiner (the hands extra and handseg fetch-hand-models; no training)",
+    )
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; another "
                    "address warns that the page has no authentication)")  # fmt: skip

@@ -1,14 +1,17 @@
 """``handseg serve``: a local web page and an HTTP API around the ``handseg predict`` model.
 
 :class:`Segmenter` is the work (decode an upload, segment it, score it against a ground
-truth), with no web framework in it; :func:`create_app` puts it behind FastAPI and
-:func:`serve` runs that app with uvicorn (the ``serve`` extra:
-``pip install 'handseg[serve]'``).
+truth), with no web framework in it; :func:`create_app` puts it behind FastAPI
+(:mod:`handseg.app.serve_api`, which imports nothing from here: it sees the work through
+its ``Service`` protocol) and :func:`serve` runs that app with uvicorn (the ``serve``
+extra: ``pip install 'handseg[serve]'``).
 
 The model is loaded exactly as ``handseg predict`` loads it
 (:func:`handseg.infer.pipeline.load_segmenter`: ``weights_only`` model file, the same
-runtime choice), uploads are decoded by the same :func:`handseg.core.imaging.read_image`,
-and the mask PNG holds the bytes ``handseg predict`` writes, so the two agree bit for bit.
+runtime choice; without a model, the built-in hand detector + GrabCut refiner, as for
+``handseg predict`` without ``--model``). Uploads are decoded by the same
+:func:`handseg.core.imaging.read_image`, and the mask PNG holds the bytes ``handseg
+predict`` writes, so the two agree bit for bit.
 Metrics are :class:`handseg.eval.metrics.SegmentationMetrics`, as ``handseg evaluate``.
 
 Sturdiness: request bodies are capped (:attr:`ServeLimits.max_upload_mb`, checked on the
@@ -22,7 +25,6 @@ temporary files that the server names.
 
 from __future__ import annotations
 
-import base64
 import io
 import ipaddress
 import json
@@ -52,11 +54,15 @@ from handseg.infer.pipeline import load_segmenter
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["ServeLimits", "Segmenter", "UploadError", "b64", "create_app", "mask_png", "serve"]
+__all__ = ["ServeLimits", "Segmenter", "UploadError", "create_app", "mask_png", "serve"]
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "the web server needs the serve extra: pip install 'handseg[serve]'"
+NO_MODEL_NOTE = (
+    "no model file, so no model card: the built-in pipeline (MediaPipe's hand detector and "
+    "a refiner that needs no training) runs, as handseg predict without --model"
+)
 STATIC = "static"
 """Folder of the page (index.html, app.js, style.css) inside this package."""
 
@@ -85,13 +91,14 @@ class ServeLimits:
         return int(self.max_upload_mb * 1_000_000)
 
 
-class UploadError(Exception):
-    """A request the server refuses: an HTTP status and a one-line reason."""
+class UploadError(HandsegError):
+    """A request the server refuses: an HTTP status and a one-line reason (the app answers
+    a HandsegError with its ``status``)."""
 
     def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
         self.status = status
         self.message = " ".join(message.split())  # one line, whatever the cause said
+        super().__init__(self.message)
 
 
 def mask_png(mask: np.ndarray) -> bytes:
@@ -108,26 +115,22 @@ def _overlay_jpeg(image: np.ndarray, mask: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def b64(data: bytes) -> str:
-    """Bytes as base64 text (images inside JSON answers)."""
-    return base64.b64encode(data).decode("ascii")
-
-
 class Segmenter:
     """The model behind the server: decode uploads, segment, score. Thread-safe: any
     number of threads may call it; the network itself runs one image at a time."""
 
     def __init__(
         self,
-        model: str | Path,
+        model: str | Path | None = None,
         *,
         limits: ServeLimits | None = None,
         device: str = "auto",
         **runtime: Any,
     ) -> None:
-        """``model``: RUN/model.pt (or RUN, or model.onnx); ``device`` and ``runtime``
-        (runtime, precision, threads, scale, calibration) as for ``handseg predict``."""
-        self.model_path = Path(model)
+        """``model``: RUN/model.pt (or RUN, or model.onnx); None: the built-in hand detector
+        pipeline. ``device`` and ``runtime`` (runtime, precision, threads, scale,
+        calibration) as for ``handseg predict``."""
+        self.model_path = Path(model) if model is not None else None
         self.limits = limits or ServeLimits()
         self.predictor = load_segmenter(model, device=device, **runtime)
         self._lock = threading.Lock()  # one network call at a time (and HandSegmenter.last)
@@ -244,22 +247,28 @@ class Segmenter:
     # -- the model card ---------------------------------------------------------------------
     def _model_facts(self) -> dict[str, Any]:
         """What ``GET /api/model`` and the page show: the model card, the run folder's
-        test-split metrics when the model sits in a run folder, and the runtime."""
+        test-split metrics when the model sits in a run folder, and the runtime (and why
+        it was chosen). Without a model file: ``file`` and ``model_card`` are null and
+        ``note`` says that the built-in pipeline runs."""
         p = self.predictor
         network = p  # a Predictor; a HandSegmenter's network (if any) is a bound predict
         if not hasattr(p, "card"):
             network = getattr(getattr(p.pipeline, "network", None), "__self__", None)
         facts: dict[str, Any] = {
-            "file": self.model_path.name,
+            "file": self.model_path.name if self.model_path is not None else None,
             "handseg_version": __version__,
             "classes": list(p.classes),
             "pipeline": getattr(p, "description", "whole-image network"),
             "limits": asdict(self.limits),
         }
+        if self.model_path is None:
+            facts |= {"model_card": None, "note": NO_MODEL_NOTE}
+            return facts
         if network is not None:
             card = network.card
             facts |= {
                 "runtime": network.backend.name,
+                "runtime_reason": network.backend.reason,
                 "input_size": list(card.input_size),
                 "architecture": card.architecture.to_dict(),
                 "backbone_weights": card.backbone_weights,
@@ -300,7 +309,7 @@ def static_dir() -> Path:
 
 
 def serve(
-    model: str | Path,
+    model: str | Path | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -308,7 +317,8 @@ def serve(
     device: str = "auto",
     **runtime: Any,
 ) -> None:
-    """Load the model and serve the page and the API on ``host:port`` until Ctrl-C.
+    """Load the model (None: the built-in hand detector pipeline) and serve the page and
+    the API on ``host:port`` until Ctrl-C.
 
     The port is taken before the model loads, so a busy port fails at once, in one line."""
     try:
@@ -336,9 +346,11 @@ def serve(
             app = create_app(segmenter)
             shown = f"[{host}]" if ":" in host else host
             port = sock.getsockname()[1]
-            log.info(
-                "model %s (%s)", model, segmenter.facts.get("runtime", segmenter.facts["pipeline"])
-            )
+            facts = segmenter.facts
+            if model is None:
+                log.info("no --model: serving the built-in %s", facts["pipeline"])
+            else:
+                log.info("model %s (%s)", model, facts.get("runtime", facts["pipeline"]))
             log.info("open http://%s:%d/ in a browser (API docs: /docs); Ctrl-C stops", shown, port)
             run_server(app, sock, limits)
         finally:

@@ -3,17 +3,24 @@
 Routes: ``GET /`` (the page), ``/static/*`` (its script and style), ``GET /healthz``,
 ``GET /api/model``, ``POST /api/segment``, ``POST /api/evaluate``; FastAPI documents them
 at ``/openapi.json`` and ``/docs`` (Swagger UI from fastapi-offline's copy, so the docs
-work offline too). Every error answer is ``{"error": "one line"}``.
+work offline too). Every error answer is ``{"error": "one line"}``: a
+:class:`~handseg.core.errors.HandsegError` answers with its ``status`` attribute (the
+refusals of :class:`handseg.app.serve.Segmenter` carry one), else 500.
+
+This module knows the work only through :class:`Service` (what
+:class:`handseg.app.serve.Segmenter` offers), so it imports nothing of :mod:`handseg.app`;
+:func:`handseg.app.serve.create_app` imports it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,13 +30,38 @@ from fastapi_offline import FastAPIOffline
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from handseg.app.serve import Segmenter, UploadError, b64
 from handseg.core.constants import __version__
+from handseg.core.errors import HandsegError
 from handseg.eval.metrics import to_json
 
-__all__ = ["build_app"]
+__all__ = ["Service", "b64", "build_app"]
 
 _CURL = "e.g. curl -F image=@photo.jpg"
+
+
+class Service(Protocol):
+    """The work behind the app (:class:`handseg.app.serve.Segmenter`)."""
+
+    limits: Any
+    """``max_bytes``, ``workers``, ``queue`` (:class:`handseg.app.serve.ServeLimits`)."""
+    facts: dict[str, Any]
+    """What ``GET /api/model`` answers."""
+
+    def segment(self, data: bytes, *, want_overlay: bool = False) -> dict[str, Any]: ...
+
+    def evaluate(
+        self, image_data: bytes, mask_data: bytes, *, hand_value: str | None = None
+    ) -> dict[str, Any]: ...
+
+
+def b64(data: bytes) -> str:
+    """Bytes as base64 text (images inside JSON answers)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def _refusal(status: int, message: str) -> HTTPException:
+    """A request this app refuses (answered as ``{"error": message}``)."""
+    return HTTPException(status, " ".join(message.split()))
 
 
 class _BodyTooLarge(Exception):
@@ -131,7 +163,7 @@ class _Admission:
 
     def __enter__(self) -> None:
         if self.active >= self.capacity:
-            raise UploadError(503, f"the server is busy ({self.active} requests in hand); retry")
+            raise _refusal(503, f"the server is busy ({self.active} requests in hand); retry")
         self.active += 1  # the event loop is single-threaded: no lock needed
 
     def __exit__(self, *exc: Any) -> None:
@@ -144,7 +176,7 @@ async def _read_form(
     """The named file parts (required) and text fields (optional) of a multipart body."""
     ctype = request.headers.get("content-type", "")
     if not ctype.lower().startswith("multipart/form-data"):
-        raise UploadError(
+        raise _refusal(
             415,
             f"send multipart/form-data with the file in field '{files[0]}' ({_CURL}); "
             f"got Content-Type {ctype or 'none'!r}",
@@ -152,22 +184,22 @@ async def _read_form(
     try:
         form = await request.form(max_files=len(files), max_fields=len(fields) + 1)
     except _BodyTooLarge:
-        raise UploadError(413, "the request body is over this server's limit") from None
+        raise _refusal(413, "the request body is over this server's limit") from None
     except HTTPException as exc:  # starlette's malformed-multipart answer
-        raise UploadError(400, f"malformed multipart body: {exc.detail}") from None
+        raise _refusal(400, f"malformed multipart body: {exc.detail}") from None
     try:
         out: dict[str, bytes] = {}
         for name in files:
             part = form.get(name)
             if part is None:
-                raise UploadError(400, f"missing file field '{name}' ({_CURL})")
+                raise _refusal(400, f"missing file field '{name}' ({_CURL})")
             if not isinstance(part, UploadFile):
-                raise UploadError(400, f"field '{name}' must be a file upload, not text")
+                raise _refusal(400, f"field '{name}' must be a file upload, not text")
             out[name] = await part.read()
         text = {k: v for k in fields if isinstance(v := form.get(k), str) and v.strip()}
         return out, text
     except _BodyTooLarge:
-        raise UploadError(413, "the request body is over this server's limit") from None
+        raise _refusal(413, "the request body is over this server's limit") from None
     finally:
         await form.close()
 
@@ -178,7 +210,7 @@ def run_in_pool(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any, **
 
 
 def _segment_json(result: dict[str, Any]) -> Response:
-    """A :meth:`Segmenter.segment` / ``evaluate`` result as JSON: images as base64,
+    """A :meth:`Service.segment` / ``evaluate`` result as JSON: images as base64,
     undefined metrics (NaN) as null."""
     out = {k: v for k, v in result.items() if k not in ("mask", "overlay")}
     out["mask_png"] = b64(result["mask"])
@@ -188,9 +220,9 @@ def _segment_json(result: dict[str, Any]) -> Response:
 
 
 def _exception_handlers(app: FastAPI) -> None:
-    @app.exception_handler(UploadError)
-    async def upload_error(request: Request, exc: UploadError) -> JSONResponse:
-        return _error(exc.status, exc.message)
+    @app.exception_handler(HandsegError)
+    async def refused(request: Request, exc: HandsegError) -> JSONResponse:
+        return _error(getattr(exc, "status", 500), str(exc))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -219,11 +251,20 @@ _FORM_DOC = _form_doc(image="")
 _EVAL_DOC = _form_doc(image="", mask="", hand_value="mask value of hand")
 
 
-def build_app(segmenter: Segmenter, static: Path) -> FastAPI:
+def build_app(segmenter: Service, static: Path) -> FastAPI:
     """The app around ``segmenter``; its pool of ``workers`` threads lives as long as it."""
     limits = segmenter.limits
     pool = ThreadPoolExecutor(limits.workers, thread_name_prefix="handseg-serve")
     admission = _Admission(limits.workers + limits.queue)
+    app = _new_app(pool, limits.max_bytes, static)
+    _add_info_routes(app, segmenter, admission, static)
+    _add_work_routes(app, segmenter, pool, admission)
+    return app
+
+
+def _new_app(pool: ThreadPoolExecutor, max_bytes: int, static: Path) -> FastAPI:
+    """The app without routes: body limit, one-line JSON errors, the page's static files;
+    ``pool`` shuts down with it."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -237,9 +278,14 @@ def build_app(segmenter: Segmenter, static: Path) -> FastAPI:
         'Errors are `{"error": "one line"}` with a 4xx status (503: busy, retry).',
         lifespan=lifespan,
     )
-    app.add_middleware(BodyLimit, max_bytes=limits.max_bytes)
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)
     _exception_handlers(app)
     app.mount("/static", StaticFiles(directory=static), name="static")
+    return app
+
+
+def _add_info_routes(app: FastAPI, segmenter: Service, admission: _Admission, static: Path) -> None:
+    """``GET /`` (the page), ``GET /healthz``, ``GET /api/model``."""
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
@@ -249,9 +295,16 @@ def build_app(segmenter: Segmenter, static: Path) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         return {"status": "ok", "in_hand": admission.active, "capacity": admission.capacity}
 
-    @app.get("/api/model", summary="The model card and the server's limits")
+    @app.get("/api/model", summary="The model card (or the built-in pipeline) and the limits")
     async def model() -> dict[str, Any]:
         return segmenter.facts
+
+
+def _add_work_routes(
+    app: FastAPI, segmenter: Service, pool: ThreadPoolExecutor, admission: _Admission
+) -> None:
+    """``POST /api/segment`` and ``POST /api/evaluate``: admitted (else 503), read, then
+    run on the worker pool."""
 
     @app.post(
         "/api/segment",
@@ -299,5 +352,3 @@ def build_app(segmenter: Segmenter, static: Path) -> FastAPI:
                 hand_value=text.get("hand_value"),
             )  # fmt: skip
         return _segment_json(result)
-
-    return app
