@@ -18,26 +18,38 @@ Rows (methods):
 - ``MODEL``: a trained handseg network on the whole image (``--detector none``), for each
   ``--model`` given and for a run trained here with ``--preset`` (arsl-bg11 training
   split, seed 0; the training time is reported);
-- ``MODEL in boxes``: the same network kept inside the detector's hand boxes.
+- ``MODEL in boxes``: the same network kept inside the detector's hand boxes;
+- a crop segmenter (``--preset hands``): the detector's hands, one canonical crop each,
+  segmented by the trained network and pasted back (the model's own pipeline).
+
+Variants of a preset: ``--set KEY=VALUE`` (repeatable; training options, e.g.
+``--set encoder_lr_factor=0.1``); ``--train-backgrounds half`` trains with ``--backgrounds``
+on the first half of ../shared/data/backgrounds/images (natural order) and scores false
+hands on the other half only. ``--hands-cache FILE`` keeps the detector's hands between
+runs (they do not depend on the model).
 
 ms/photo is the mean wall time per hands-wild photo (detector included where used), one
 process, this machine's threads. Metrics follow MATLAB's evaluateSemanticSegmentation
 (hand IoU from counts summed over the set; MeanBFScore averaged over images).
 
-    OMP_NUM_THREADS=2 python benchmarks/wild.py [--model RUN/model.pt] [--preset scratch]
-        [--train-backgrounds DIR] [--out bench-output/wild]
+    OMP_NUM_THREADS=2 python benchmarks/wild.py [--model RUN/model.pt] [--preset hands]
+        [--set KEY=VALUE ...] [--train-backgrounds DIR|half] [--hands-cache FILE]
+        [--out bench-output/wild]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import pickle
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
 import numpy as np
+import yaml
 
 from handseg.core.config import resolve_config
 from handseg.core.imaging import list_images, read_image, read_mask
@@ -45,10 +57,12 @@ from handseg.data.pairs import find_pairs
 from handseg.data.split import make_split
 from handseg.eval.baseline import skin_baseline
 from handseg.eval.metrics import SegmentationMetrics
+from handseg.infer.crop_segmenter import CropSegmenter
 from handseg.infer.detect import DETECTOR_MODES, HandDetector
 from handseg.infer.pipeline import box_region
 from handseg.infer.predictor import load_model
 from handseg.infer.refine import color_refine, grabcut_refine, landmark_mask
+from handseg.model.checkpoint import read_model_file
 from handseg.train.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,13 +72,14 @@ Method = Callable[[np.ndarray, list], np.ndarray]  # (rgb, hands) -> (H, W) 0/1
 
 
 def load_sets(
-    backgrounds_limit: int | None,
+    backgrounds_limit: int | None, second_half: bool = False
 ) -> dict[str, list[tuple[str, np.ndarray, np.ndarray | None]]]:
     """name -> [(stem, rgb, gt mask or None)], every photo read once."""
     arsl = find_pairs(SHARED / "arsl-bg11" / "images", SHARED / "arsl-bg11" / "masks")
     test = make_split(arsl, seed=0)["test"]
     wild = find_pairs(SHARED / "hands-wild" / "images", SHARED / "hands-wild" / "masks")
-    bgs = list_images(SHARED / "backgrounds" / "images")[:backgrounds_limit]
+    bgs = list_images(SHARED / "backgrounds" / "images")
+    bgs = (bgs[len(bgs) // 2 :] if second_half else bgs)[:backgrounds_limit]
     return {
         "arsl-test": [(i.stem, read_image(i), read_mask(m)) for i, m in test],
         "wild": [(i.stem, read_image(i), read_mask(m)) for i, m in wild],
@@ -143,7 +158,23 @@ def peer_methods() -> dict[str, tuple[Method, bool]]:
     }
 
 
+def background_half(out: Path) -> Path:
+    """A folder of links to the first half of the hand-free photos (natural order)."""
+    folder = out / "backgrounds-first-half"
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = list_images(SHARED / "backgrounds" / "images")
+    for p in photos[: len(photos) // 2]:
+        link = folder / p.name
+        if not link.exists():
+            os.symlink(p.resolve(), link)
+    return folder
+
+
 def model_methods(label: str, model_path: Path) -> dict[str, tuple[Method, bool]]:
+    net, card = read_model_file(model_path)
+    if card.is_crop_segmenter:  # the model's own pipeline: detector + crop segmenter
+        segmenter = CropSegmenter(net, card)
+        return {label: (lambda rgb, h: segmenter(rgb, h)[0], True)}
     predictor = load_model(model_path, runtime="torch", precision="fp32")
     return {
         label: (lambda rgb, h: predictor.predict(rgb), False),
@@ -155,9 +186,13 @@ def model_methods(label: str, model_path: Path) -> dict[str, tuple[Method, bool]
 
 
 def train_preset(
-    preset: str, out: Path, backgrounds: str | None, epochs: int | None
+    preset: str,
+    out: Path,
+    backgrounds: str | None,
+    epochs: int | None,
+    settings: dict | None = None,
 ) -> tuple[Path, float]:
-    overrides = {
+    overrides = (settings or {}) | {
         "preset": preset,
         "images": str(SHARED / "arsl-bg11" / "images"),
         "masks": str(SHARED / "arsl-bg11" / "masks"),
@@ -210,8 +245,20 @@ def main() -> None:
     )
     ap.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     ap.add_argument(
-        "--train-backgrounds", default=None, help="--backgrounds DIR for the trained presets"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a training option for the trained presets (repeatable; YAML values)",
     )
+    ap.add_argument("--tag", default="", help="suffix of the trained rows' names")
+    ap.add_argument(
+        "--train-backgrounds",
+        default=None,
+        help="--backgrounds DIR for the trained presets; 'half': the first half of "
+        "../shared/data/backgrounds/images (false hands then scored on the other half)",
+    )
+    ap.add_argument("--hands-cache", default=None, help="pickle of the detector's hands")
     ap.add_argument(
         "--no-peers", action="store_true", help="skip the skin-rule and detector-only rows"
     )
@@ -230,12 +277,23 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     models = [(Path(m).parent.name or Path(m).stem, Path(m), None) for m in args.model]
+    half = args.train_backgrounds == "half"
+    train_bgs = str(background_half(out)) if half else args.train_backgrounds
+    settings = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     for preset in args.preset:
-        tag = preset + ("+backgrounds" if args.train_backgrounds else "")
-        path, secs = train_preset(preset, out / f"run-{tag}", args.train_backgrounds, args.epochs)
+        tag = preset + ("+backgrounds" if args.train_backgrounds else "") + args.tag
+        path, secs = train_preset(preset, out / f"run-{tag}", train_bgs, args.epochs, settings)
         models.append((f"--preset {tag}", path, secs))
-    sets = load_sets(args.backgrounds_limit)
-    hands, detect_ms = detect_all(sets, HandDetector(num_threads=args.threads), args.mode)
+    sets = load_sets(args.backgrounds_limit, second_half=half)
+    cache = Path(args.hands_cache) if args.hands_cache else None
+    key = (args.mode, half, args.backgrounds_limit)
+    cached = pickle.loads(cache.read_bytes()) if cache and cache.is_file() else {}
+    if key in cached:
+        hands, detect_ms = cached[key]
+    else:
+        hands, detect_ms = detect_all(sets, HandDetector(num_threads=args.threads), args.mode)
+        if cache:
+            cache.write_bytes(pickle.dumps(cached | {key: (hands, detect_ms)}))
     found = {k: sum(bool(h) for h in v) for k, v in hands.items()}
     print(
         f"detector ({args.mode}): hands found in {found} photos; {detect_ms:.1f} ms/photo on hands-wild"

@@ -68,13 +68,26 @@ PRESETS["robust"] = PRESETS["scratch"] | {
 # twice the optimiser steps per epoch (batch 4), flip/translate only (scale-rotate and colour
 # augmentation slow fitting more than they help at 1500 steps), plain cross-entropy (class
 # weights lowered the hand IoU at this budget) and decoded photos kept in memory.
-# `hands`: scratch + the hand detector pipeline, the best row of benchmarks/wild.py on real
-# photos from other places (hands-wild hand IoU 0.713, >= 0.5 on every source; no false
-# hand on 183 of 184 hand-free photos). The network itself serves --detector none.
-PRESETS["hands"] = PRESETS["scratch"] | {
+# `hands`: the one pipeline for photos from anywhere (issue 24): the hand detector finds the
+# hands, and a crop segmenter (MediaPipe's landmark network as the encoder, a light decoder)
+# trained on canonical crops of the user's hands segments each one (BENCHMARKS.md, "One
+# learned pipeline"). Its optimisation options are the crop segmenter's own.
+PRESETS["hands"] = {
     "detector": "mediapipe",
-    "refine": "grabcut",
+    "refine": "crops",
     "detector_mode": "accurate",
+    "optimizer": "adamw",
+    "lr": 3e-3,
+    "weight_decay": 1e-4,
+    "head_lr_factor": 1.0,
+    "schedule": "onecycle",
+    "class_weighting": "none",
+    "epochs": 12,
+    "patience": 0,
+    "batch_size": 8,
+    "augment": ("background", "color", "blur-noise"),
+    "background_prob": 0.6,
+    "camouflage_prob": 0.3,
 }
 PRESETS["demo"] = PRESETS["scratch"] | {
     "image_size": (128, 160),
@@ -100,6 +113,7 @@ def _option(default: Any, help: str = "", **cli: Any) -> Any:
 
 
 _DATA, _OPT, _AUG, _HW = "data", "optimisation", "augmentation", "hardware"
+_CROPS = "crop segmenter (--preset hands)"
 _PIPE = "prediction pipeline (recorded in model.pt; handseg predict uses it)"
 
 
@@ -228,6 +242,41 @@ class TrainConfig:
     synthetic_fraction: float = _option(
         0.0, "share of synthetic hands mixed into training", group=_AUG
     )
+    # the crop segmenter (refine crops)
+    crop_size: int = _option(
+        224,
+        "with --refine crops: side of the canonical hand crop, in pixels (the landmark "
+        "network's own input is 224; default {default})",
+        group=_CROPS,
+        metavar="PX",
+    )
+    crop_prior: bool = _option(
+        False,
+        "with --refine crops: give the decoder the detector's landmarks drawn as an extra "
+        "channel (default {default})",
+        group=_CROPS,
+    )
+    encoder_init: str = _option(
+        "mediapipe",
+        "with --refine crops: mediapipe = start from MediaPipe's hand-landmark network; "
+        "random = the same network with random weights (the control that shows what the "
+        "pre-training is worth) (default {default})",
+        group=_CROPS,
+        choices=("mediapipe", "random"),
+    )
+    encoder_lr_factor: float = _option(
+        0.0,
+        "with --refine crops: the encoder's learning rate as a factor of --lr; 0 freezes it "
+        "(default {default})",
+        group=_CROPS,
+        metavar="F",
+    )
+    crops_per_epoch: int = _option(
+        400,
+        "with --refine crops: random training crops per epoch (default {default})",
+        group=_CROPS,
+        metavar="N",
+    )
     # hardware
     detector: str = _option(
         "none",
@@ -239,9 +288,10 @@ class TrainConfig:
     )
     refine: str = _option(
         "grabcut",
-        "with --detector mediapipe: how found hands become masks: grabcut (best on real "
-        "photos from elsewhere), color (fast), landmarks, network (this network inside the "
-        "hand boxes) (default {default})",
+        "with --detector mediapipe: how found hands become masks: crops (a crop segmenter "
+        "trained here on canonical hand crops: --preset hands), grabcut (no training), "
+        "color (fast), landmarks, network (a whole-image network kept inside the hand "
+        "boxes) (default {default})",
         group=_PIPE,
         choices=REFINERS,
     )
@@ -377,6 +427,15 @@ def _validate(cfg: TrainConfig) -> None:
     canonical_precision(cfg.precision, TRAIN_PRECISIONS)  # any spelling of the vocabulary
     if cfg.decoder_channels < 8:
         raise HandsegError(f"decoder_channels must be at least 8, got {cfg.decoder_channels}")
+    if cfg.refine == "crops" and cfg.detector != "mediapipe":
+        raise HandsegError("--refine crops needs --detector mediapipe (the crops come from it)")
+    if cfg.crop_size < 32 or cfg.crop_size % 32 or cfg.crops_per_epoch < 1:
+        raise HandsegError(
+            f"crop_size must be a multiple of 32 (at least 32) and crops_per_epoch at least 1, "
+            f"got {cfg.crop_size} / {cfg.crops_per_epoch}"
+        )
+    if cfg.encoder_lr_factor < 0:
+        raise HandsegError(f"encoder_lr_factor must be >= 0, got {cfg.encoder_lr_factor}")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise HandsegError("epochs and batch_size must be at least 1")
     if len(cfg.split_fractions) != 3 or abs(sum(cfg.split_fractions) - 1) > 1e-6:

@@ -22,7 +22,13 @@ VIDEO_EXTS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 # The hand-aware pipeline (handseg.infer.pipeline): a model records which one it predicts with.
 DETECTORS: tuple[str, ...] = ("none", "mediapipe")
 """``none``: the whole-image network; ``mediapipe``: find hands first, segment them."""
-REFINERS: tuple[str, ...] = ("grabcut", "color", "landmarks", "network")
+REFINERS: tuple[str, ...] = ("crops", "grabcut", "color", "landmarks", "network")
 """How detected hands become masks (see :mod:`handseg.infer.pipeline`)."""
 DETECTOR_MODES: tuple[str, ...] = ("accurate", "fast")
 """Detector settings: ``accurate`` (tiles, second pass; photos), ``fast`` (real time)."""
+MAX_MEGAPIXELS = 50.0
+"""The pixel budget of one image, mask or annotation (millions of pixels): every reader
+checks the size a file declares against it before decoding or allocating anything.
+``$HANDSEG_MAX_MEGAPIXELS`` (set by ``--max-megapixels``) raises or lowers it
+(:func:`handseg.core.errors.check_pixels`)."""
+MAX_MEGAPIXELS_ENV = "HANDSEG_MAX_MEGAPIXELS"

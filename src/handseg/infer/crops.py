@@ -21,7 +21,15 @@ import numpy as np
 from handseg.infer.detect import Hand
 from handseg.infer.refine import landmark_mask
 
-__all__ = ["CROP_MARGIN", "CROP_SIZE", "crop_transform", "paste_back", "prior", "warp_crop"]
+__all__ = [
+    "CROP_MARGIN",
+    "CROP_SIZE",
+    "box_transform",
+    "crop_transform",
+    "paste_back",
+    "prior",
+    "warp_crop",
+]
 
 CROP_SIZE = 128
 CROP_MARGIN = 0.3
@@ -42,17 +50,41 @@ def crop_transform(
     """
     xy = landmarks[:, :2].astype(np.float64)
     up = xy[9] - xy[0]  # wrist -> middle MCP
-    angle = math.atan2(up[0], -up[1]) + jitter[3]  # 0 when the fingers point up
+    angle = math.atan2(up[0], -up[1])  # 0 when the fingers point up
     c, s = math.cos(angle), math.sin(angle)
     rot = np.array([[c, s], [-s, c]])  # turns the hand axis onto "up" (image y down)
     local = (xy - xy.mean(0)) @ rot.T
     lo, hi = local.min(0), local.max(0)
     extent = max(float((hi - lo).max()), 1.0)
     centre = xy.mean(0) + ((lo + hi) / 2) @ rot  # the extent's centre, in the photo
+    return _similarity(centre, extent, angle, size, margin, jitter)
+
+
+def box_transform(
+    box: tuple[float, float, float, float],
+    size: int = CROP_SIZE,
+    margin: float = CROP_MARGIN,
+    *,
+    jitter: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0),
+) -> np.ndarray:
+    """The crop of an upright box (x0, y0, x1, y1), framed as :func:`crop_transform` frames
+    a hand: for training hands the detector missed (the box of their mask)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+    extent = max(x1 - x0, y1 - y0, 1.0)
+    return _similarity(centre, extent, 0.0, size, margin, jitter)
+
+
+def _similarity(centre, extent, angle, size, margin, jitter) -> np.ndarray:
+    """Photo -> crop: ``centre`` to the crop's centre, turned by ``angle``, ``extent``
+    filling ``1 / (1 + 2 * margin)`` of the side, then moved by ``jitter``."""
+    angle = angle + jitter[3]
+    c, s = math.cos(angle), math.sin(angle)
+    rot = np.array([[c, s], [-s, c]])
     scale = size / (extent * (1 + 2 * margin) * math.exp(jitter[2]))
     m = np.zeros((2, 3))
     m[:, :2] = scale * rot
-    m[:, 2] = size / 2 - m[:, :2] @ centre + size * np.array(jitter[:2])
+    m[:, 2] = size / 2 - m[:, :2] @ np.asarray(centre, np.float64) + size * np.array(jitter[:2])
     return m
 
 

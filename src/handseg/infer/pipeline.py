@@ -6,6 +6,8 @@ mask, never a guess.
 
 Refiners (``refine``):
 
+- ``crops``: a trained crop segmenter (``handseg train --preset hands``): one canonical crop
+  per hand, MediaPipe's landmark network as its encoder (:mod:`handseg.infer.crop_segmenter`);
 - ``landmarks``: the 21 landmarks drawn as a mask (padded palm hull + thick finger bones);
 - ``color``: a colour model of this photo sampled at the landmarks (hand) and the crop's
   edge (background), kept near the landmarks; ~3 ms a frame;
@@ -31,9 +33,11 @@ import numpy as np
 
 from handseg.core.constants import CLASS_NAMES, DETECTORS, REFINERS
 from handseg.core.errors import HandsegError
+from handseg.infer.crop_segmenter import CropSegmenter
 from handseg.infer.detect import DETECTOR_MODES, Hand, HandDetector
 from handseg.infer.predictor import Predictor, load_model
 from handseg.infer.refine import color_refine, grabcut_refine, hand_size, landmark_mask
+from handseg.model.checkpoint import read_model_file
 
 __all__ = [
     "DETECTORS",
@@ -106,7 +110,8 @@ class HandPipeline:
     """Detector + refiner. ``pipeline(rgb)`` -> :class:`HandResult`.
 
     ``network`` is a callable ``(H, W, 3) uint8 -> (H, W) uint8`` mask (e.g. a
-    :class:`handseg.infer.predictor.Predictor`'s ``predict``), needed for ``refine="network"``.
+    :class:`handseg.infer.predictor.Predictor`'s ``predict``), needed for ``refine="network"``;
+    ``crops`` a :class:`~handseg.infer.crop_segmenter.CropSegmenter`, for ``refine="crops"``.
     """
 
     def __init__(
@@ -118,11 +123,17 @@ class HandPipeline:
         detector: HandDetector | None = None,
         threads: int | None = None,
         tracking: bool = False,
+        crops: CropSegmenter | None = None,
     ) -> None:
         if refine not in REFINERS:
             raise HandsegError(f"unknown refiner {refine!r}; choose from {', '.join(REFINERS)}")
         if refine == "network" and network is None:
             raise HandsegError("refine 'network' needs a trained model (--model)")
+        if refine == "crops" and crops is None:
+            raise HandsegError(
+                "refine 'crops' needs a crop segmenter: --model RUN/model.pt of a run trained "
+                "with --preset hands"
+            )
         if mode not in DETECTOR_MODES:
             raise HandsegError(
                 f"unknown detector mode {mode!r}; choose from {', '.join(DETECTOR_MODES)}"
@@ -131,7 +142,7 @@ class HandPipeline:
         self.tracking = tracking  # video: follow the previous frame's hands
         self._previous: list[Hand] = []
         self._frame = 0
-        self.network = network
+        self.network, self.crops = network, crops
         self.detector = detector or HandDetector(num_threads=threads)
 
     def hands(self, rgb: np.ndarray) -> list[Hand]:
@@ -148,6 +159,9 @@ class HandPipeline:
         h, w = rgb.shape[:2]
         if not hands:
             return HandResult(np.zeros((h, w), np.uint8), [], [])
+        if self.refine == "crops":
+            mask, instances = self.crops(rgb, hands)
+            return HandResult(mask, hands, instances)
         if self.refine == "landmarks":
             mask = landmark_mask((h, w), hands) > 0
         elif self.refine == "color":
@@ -180,6 +194,8 @@ class HandSegmenter:
     @property
     def description(self) -> str:
         p = self.pipeline
+        if p.refine == "crops":
+            return f"hand detector (mediapipe, {p.mode}) + crop segmenter ({p.crops.runtime})"
         return f"hand detector (mediapipe, {p.mode}) + {p.refine} refiner"
 
     def predict(self, image: np.ndarray, *, out_size: tuple[int, int] | None = None) -> np.ndarray:
@@ -197,10 +213,9 @@ class HandSegmenter:
 
     def for_video(self) -> HandSegmenter:
         p = self.pipeline
-        refine = p.refine if p.refine == "network" else "color"
-        fast = HandPipeline(
-            refine=refine, mode="fast", network=p.network, detector=p.detector, tracking=True
-        )
+        refine = p.refine if p.refine in ("network", "crops") else "color"
+        fast = HandPipeline(refine=refine, mode="fast", network=p.network, detector=p.detector,
+                            tracking=True, crops=p.crops)  # fmt: skip
         return HandSegmenter(fast)
 
 
@@ -223,6 +238,10 @@ def load_segmenter(
     warning says so and how to install it; an explicit ``detector="mediapipe"`` fails with
     that one-line error instead.
     """
+    if model is not None and Path(model).suffix.lower() != ".onnx":
+        net, card = read_model_file(model)
+        if card.is_crop_segmenter:
+            return _crop_pipeline(net, card, detector, refine, mode, threads)
     predictor = load_model(model, threads=threads, **model_kwargs) if model is not None else None
     recorded = predictor.card.train_config if predictor is not None else {}
     chosen = detector or recorded.get("detector") or ("none" if predictor else "mediapipe")
@@ -233,6 +252,10 @@ def load_segmenter(
             raise HandsegError("--detector none needs a trained model: add --model RUN/model.pt")
         return predictor
     refine = refine or recorded.get("refine") or "grabcut"
+    if refine == "crops":
+        raise HandsegError(
+            "--refine crops needs a crop segmenter (a model trained with --preset hands)"
+        )
     mode = mode or recorded.get("detector_mode") or "accurate"
     network = predictor.predict if predictor is not None else None
     try:
@@ -243,4 +266,21 @@ def load_segmenter(
         log.warning("%s; using the whole-image network instead", exc)
         return predictor
     pipeline = HandPipeline(refine=refine, mode=mode, network=network, detector=hand_detector)
+    return HandSegmenter(pipeline)
+
+
+def _crop_pipeline(net, card, detector, refine, mode, threads) -> HandSegmenter:
+    """A crop segmenter's pipeline: the detector always (its crops come from the detector);
+    ``refine`` may pick another refiner (grabcut, color, landmarks) for comparison."""
+    if detector == "none":
+        raise HandsegError(
+            "this model segments hand crops and needs the hand detector: leave out --detector none"
+        )
+    refine = refine or "crops"
+    if refine == "network":
+        raise HandsegError("--refine network needs a whole-image model; this one segments crops")
+    mode = mode or card.train_config.get("detector_mode") or "accurate"
+    crops = CropSegmenter(net, card, threads=threads)
+    pipeline = HandPipeline(refine=refine, mode=mode, detector=HandDetector(num_threads=threads),
+                            crops=crops)  # fmt: skip
     return HandSegmenter(pipeline)

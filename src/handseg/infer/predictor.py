@@ -208,4 +208,9 @@ def load_model(
         model, card = read_onnx_file(path)
     else:
         model, card = read_model_file(path)
+        if card.is_crop_segmenter:
+            raise HandsegError(
+                f"{path} is a crop segmenter (trained with --preset hands): it runs inside the "
+                "hand pipeline, load it with handseg.load_segmenter or handseg predict --model"
+            )
     return Predictor(model, card, device=device, calibration=calibration, **kwargs)

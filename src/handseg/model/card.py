@@ -21,6 +21,8 @@ from typing import Any
 
 from handseg.core.constants import CLASS_NAMES, DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
 from handseg.core.errors import HandsegError
+from handseg.model.crop_net import KIND as CROP_KIND
+from handseg.model.crop_net import CropNetConfig
 from handseg.model.network import ModelConfig
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelCard", "plain"]
@@ -36,7 +38,9 @@ class ModelCard:
     """What a trained network is and how to feed it.
 
     Attributes:
-        architecture: the network's arguments (rebuilds it: ``HandSegNet(card.architecture)``).
+        architecture: the network's arguments (rebuilds it: :func:`build_network`): a
+            whole-image :class:`ModelConfig`, or a :class:`CropNetConfig` (``kind:
+            crop-segmenter``) for the hand pipeline's crop segmenter.
         classes: class names, index = class value; ``classes[1]`` is the hand.
         mean, std: per-channel (R, G, B) normalisation of images scaled to [0, 1].
         input_size: (H, W) the network was trained at; prediction resizes every input to
@@ -48,7 +52,7 @@ class ModelCard:
         extra: keys of the stored metadata this version does not know, kept as they are.
     """
 
-    architecture: ModelConfig = field(default_factory=ModelConfig)
+    architecture: ModelConfig | CropNetConfig = field(default_factory=ModelConfig)
     classes: tuple[str, ...] = CLASS_NAMES
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -100,6 +104,11 @@ class ModelCard:
         }
         return plain(out | {k: v for k, v in self.extra.items() if k not in out})
 
+    @property
+    def is_crop_segmenter(self) -> bool:
+        """The network segments canonical hand crops (the hand pipeline's ``crops``)."""
+        return isinstance(self.architecture, CropNetConfig)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelCard:
         """Read the stored layout back; missing keys take the defaults, unknown keys go to
@@ -116,8 +125,11 @@ class ModelCard:
         known = {"model", "classes", "normalization", "input_size", "train_config",
                  "backbone_weights", "metrics", "versions", *_LAYOUT_KEYS}  # fmt: skip
         try:
-            architecture = ModelConfig.from_dict(model) if model else ModelConfig()
-        except (TypeError, ValueError) as exc:
+            if model and model.get("kind") == CROP_KIND:
+                architecture = CropNetConfig.from_dict(model)
+            else:
+                architecture = ModelConfig.from_dict(model) if model else ModelConfig()
+        except (TypeError, ValueError, KeyError) as exc:
             raise HandsegError(f"the model card's architecture is damaged ({exc})") from None
         return cls(
             architecture=architecture,

@@ -24,9 +24,24 @@ from handseg.core.constants import __version__
 from handseg.core.errors import HandsegError
 from handseg.core.io import atomic_torch_save
 from handseg.model.card import FORMAT, FORMAT_VERSION, ModelCard
-from handseg.model.network import HandSegNet
+from handseg.model.crop_net import CropNetConfig, CropSegNet
+from handseg.model.network import HandSegNet, ModelConfig
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "read_model_file", "save_model_file", "versions"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "build_network",
+    "read_model_file",
+    "save_model_file",
+    "versions",
+]
+
+
+def build_network(architecture: ModelConfig | CropNetConfig) -> HandSegNet | CropSegNet:
+    """The (untrained) network a model card's architecture describes."""
+    if isinstance(architecture, CropNetConfig):
+        return CropSegNet(architecture)
+    return HandSegNet(architecture)
 
 
 def versions() -> dict[str, str]:
@@ -45,7 +60,10 @@ def versions() -> dict[str, str]:
 
 
 def save_model_file(
-    path: str | Path, model: HandSegNet, card: ModelCard | None = None, **fields: Any
+    path: str | Path,
+    model: HandSegNet | CropSegNet,
+    card: ModelCard | None = None,
+    **fields: Any,
 ) -> Path:
     """Write ``model.pt`` (atomically: an interruption leaves the old file or the new one).
 
@@ -74,7 +92,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
 
 
-def read_model_file(path: str | Path) -> tuple[HandSegNet, ModelCard]:
+def read_model_file(path: str | Path) -> tuple[HandSegNet | CropSegNet, ModelCard]:
     """Load ``model.pt`` (or a run folder holding one) -> (network in eval mode on the CPU,
     its card). Anything that is not a handseg model file raises :class:`HandsegError`."""
     path = Path(path)
@@ -88,9 +106,9 @@ def read_model_file(path: str | Path) -> tuple[HandSegNet, ModelCard]:
     except HandsegError as exc:
         raise HandsegError(f"{path}: {exc}") from None
     try:
-        model = HandSegNet(card.architecture)
+        model = build_network(card.architecture)
         model.load_state_dict(obj["state_dict"], strict=True)
-    except (KeyError, RuntimeError, TypeError) as exc:
+    except (KeyError, RuntimeError, TypeError, ValueError, HandsegError) as exc:
         raise HandsegError(
             f"{path}: the weights do not fit the stored architecture ({_first_line(exc)})"
         ) from None

@@ -38,12 +38,15 @@ from handseg.data.pairs import find_pairs
 from handseg.data.split import load_split, make_split, save_split
 from handseg.eval.evaluate import evaluate_model, headline, write_evaluation
 from handseg.eval.metrics import format_metrics_tables
+from handseg.infer.pipeline import load_segmenter
 from handseg.infer.predictor import load_model
 from handseg.model.checkpoint import save_model_file
+from handseg.model.crop_net import CropSegNet
 from handseg.model.network import HandSegNet, resolve_backbone_weights
 from handseg.synth.compositing import build_transform
 from handseg.synth.hands import SyntheticDataset
 from handseg.train.callbacks import EpochSampler, History, check_resume_checkpoint, checkpoint_io
+from handseg.train.crops import CropModule, build_crop_net, crop_datasets, encoder_weights_name
 from handseg.train.model_card import hardware, write_model_card
 from handseg.train.module import NonFiniteLossError, SegModule, class_weights_for, model_config_for
 
@@ -101,7 +104,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> P
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     split = _prepare_data(cfg, run, resume)
     _validate_files(split["train"] + split["val"], cfg, progress)
-    data = _build_loaders(cfg, split)
+    data = _build_loaders(cfg, split, progress)
     module, run_info = _build_model(cfg, run, resume, data)
     fitting = _build_trainer(cfg, run, progress)
     train_time = _fit(fitting, module, data, run, resume)
@@ -208,20 +211,13 @@ class _Data:
     class_weights: list[float] | None
 
 
-def _build_loaders(cfg: TrainConfig, split: dict[str, list]) -> _Data:
-    size = tuple(cfg.image_size)
-    transform = build_transform(list(cfg.augment), **augment_options(cfg))
-    train_ds = SegDataset(
-        split["train"], size, transform, hand_value=cfg.hand_value, cache=cfg.cache
-    )
-    val_ds = SegDataset(split["val"], size, None, hand_value=cfg.hand_value, cache=cfg.cache)
-    weights = None
-    if cfg.class_weighting == "median-frequency":
-        masks = (train_ds.load_resized(i)[1] for i in range(len(split["train"])))
-        weights = [float(w) for w in class_weights_for(masks, len(cfg.classes))]
-        log.info("median-frequency class weights: %s", dict(zip(cfg.classes, weights)))
-    train_ds = with_synthetic(train_ds, cfg)
-
+def _build_loaders(cfg: TrainConfig, split: dict[str, list], progress: bool = True) -> _Data:
+    if cfg.refine == "crops":
+        crops = crop_datasets(cfg, split, progress)
+        train_ds, val_ds = crops.train, crops.val
+        weights = None
+    else:
+        train_ds, val_ds, weights = _image_datasets(cfg, split)
     workers = _workers(cfg)
     loader_kw = {
         "num_workers": workers,
@@ -239,6 +235,22 @@ def _build_loaders(cfg: TrainConfig, split: dict[str, list]) -> _Data:
         ),
         class_weights=weights,
     )
+
+
+def _image_datasets(cfg: TrainConfig, split: dict[str, list]):
+    """The whole-image network's training and validation sets and class weights."""
+    size = tuple(cfg.image_size)
+    transform = build_transform(list(cfg.augment), **augment_options(cfg))
+    train_ds = SegDataset(
+        split["train"], size, transform, hand_value=cfg.hand_value, cache=cfg.cache
+    )
+    val_ds = SegDataset(split["val"], size, None, hand_value=cfg.hand_value, cache=cfg.cache)
+    weights = None
+    if cfg.class_weighting == "median-frequency":
+        masks = (train_ds.load_resized(i)[1] for i in range(len(split["train"])))
+        weights = [float(w) for w in class_weights_for(masks, len(cfg.classes))]
+        log.info("median-frequency class weights: %s", dict(zip(cfg.classes, weights)))
+    return with_synthetic(train_ds, cfg), val_ds, weights
 
 
 def _workers(cfg: TrainConfig) -> int:
@@ -287,12 +299,16 @@ def _build_model(
 ) -> tuple[SegModule, dict[str, Any]]:
     """The network in its Lightning module, and the run's config.yaml (written on a new run):
     the options plus the facts :data:`RECORDED_FACTS`."""
-    net = HandSegNet(model_config_for(cfg))
-    if resume:  # the weights come from the checkpoint
-        used = _previous_backbone(run)
+    if cfg.refine == "crops":
+        module = CropModule(cfg, build_crop_net(cfg), data.steps_per_epoch)
+        used = encoder_weights_name(cfg)
     else:
-        used = resolve_backbone_weights(net, cfg.backbone_weights)
-    module = SegModule(cfg, data.class_weights, net, data.steps_per_epoch)
+        net = HandSegNet(model_config_for(cfg))
+        if resume:  # the weights come from the checkpoint
+            used = _previous_backbone(run)
+        else:
+            used = resolve_backbone_weights(net, cfg.backbone_weights)
+        module = SegModule(cfg, data.class_weights, net, data.steps_per_epoch)
     if cfg.channels_last:
         module = module.to(memory_format=torch.channels_last)
     run_info = cfg.to_dict() | {"backbone_weights_used": used, "class_weights": data.class_weights}
@@ -418,7 +434,7 @@ class _SavedModel:
     """What model.pt holds: the network, its description and its metrics (updated by the
     test evaluation, then saved again)."""
 
-    net: HandSegNet
+    net: HandSegNet | CropSegNet
     meta: dict[str, Any]
     metrics: dict[str, Any]
 
@@ -448,11 +464,12 @@ def _save_model(
         "train_time_s": round(train_time, 1),
         "hardware": hardware(cfg.device),
     }
+    crops = cfg.refine == "crops"  # the crop segmenter takes RGB in [0, 1], square crops
     meta = {
         "classes": cfg.classes,
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
-        "input_size": tuple(cfg.image_size),
+        "mean": (0.0, 0.0, 0.0) if crops else IMAGENET_MEAN,
+        "std": (1.0, 1.0, 1.0) if crops else IMAGENET_STD,
+        "input_size": (cfg.crop_size, cfg.crop_size) if crops else tuple(cfg.image_size),
         "train_config": run_info,
         "backbone_weights": str(run_info["backbone_weights_used"]),
     }
@@ -466,7 +483,10 @@ def _evaluate_test(
 ) -> None:
     """Test-split metrics -> test/ and into model.pt."""
     # the reference metrics of the exact network (no quantisation): fp32 eager PyTorch
-    predictor = load_model(run.model, runtime="torch", precision="fp32")
+    if cfg.refine == "crops":  # the whole pipeline: detector + crop segmenter
+        predictor = load_segmenter(run.model)
+    else:
+        predictor = load_model(run.model, runtime="torch", precision="fp32")
     test = evaluate_model(
         predictor, pairs, hand_value=cfg.hand_value, progress=progress, desc="test split"
     )
