@@ -17,10 +17,12 @@ import numpy as np
 import torch
 
 from handseg.core.errors import HandsegError
+from handseg.infer.backends import make_backend
 from handseg.infer.crops import crop_transform, paste_back, prior, warp_crop
 from handseg.infer.detect import Hand
+from handseg.infer.onnx_file import OnnxModel
 from handseg.model.card import ModelCard
-from handseg.model.crop_net import CropSegNet
+from handseg.model.crop_net import CropNetConfig
 
 __all__ = ["CropSegmenter"]
 
@@ -28,14 +30,25 @@ __all__ = ["CropSegmenter"]
 class CropSegmenter:
     """``segmenter(rgb, hands)`` -> (mask (H, W) uint8, one (H, W) uint8 mask per hand)."""
 
-    def __init__(self, net: CropSegNet, card: ModelCard, *, threads: int | None = None) -> None:
-        if not isinstance(net, CropSegNet):
+    def __init__(
+        self,
+        net: torch.nn.Module | OnnxModel,
+        card: ModelCard,
+        *,
+        runtime: str = "auto",
+        precision: str = "auto",
+        threads: int | None = None,
+    ) -> None:
+        """``net``: the :class:`~handseg.model.crop_net.CropSegNet` of a model file, or its
+        ONNX export; it runs through the same runtime choice as the whole-image network
+        (:func:`handseg.infer.backends.make_backend`: eager PyTorch or onnxruntime)."""
+        arch = card.architecture
+        if not isinstance(arch, CropNetConfig):
             raise HandsegError("the model is not a crop segmenter (train it with --preset hands)")
-        if threads:
-            torch.set_num_threads(int(threads))
-        self.net, self.card = net.eval(), card
-        self.size, self.margin = net.cfg.crop_size, net.cfg.crop_margin
-        self.runtime = "torch fp32"
+        self.card, self.arch = card, arch
+        self.size, self.margin = arch.crop_size, arch.crop_margin
+        self.backend = make_backend(net, card, runtime, precision, threads)
+        self.runtime = self.backend.name
 
     def probabilities(self, rgb: np.ndarray, hands: Sequence[Hand]) -> list[np.ndarray]:
         """One (H, W) float32 hand probability map per hand (0 outside its crop)."""
@@ -43,13 +56,12 @@ class CropSegmenter:
             return []
         maps = [crop_transform(h.landmarks, self.size, self.margin) for h in hands]
         crops = np.stack([warp_crop(rgb, m, self.size) for m in maps])  # (N, S, S, 3)
-        x = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0)
-        p = None
-        if self.net.cfg.prior:
+        x = crops.transpose(0, 3, 1, 2).astype(np.float32) / 255.0  # (N, 3, S, S)
+        if self.arch.prior:  # the landmark prior as a fourth channel
             priors = np.stack([prior(h, m, self.size) for h, m in zip(hands, maps)])
-            p = torch.from_numpy(priors)[:, None]
-        with torch.inference_mode():
-            probs = torch.sigmoid(self.net(x, p))[:, 0].numpy()  # (N, S, S)
+            x = np.concatenate([x, priors[:, None]], 1)
+        logits = self.backend(x)[:, 0]  # (N, S, S)
+        probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
         return [paste_back(pr, m, rgb.shape[:2]) for pr, m in zip(probs, maps)]
 
     def __call__(

@@ -37,6 +37,7 @@ from handseg.core.errors import HandsegError
 from handseg.infer.onnx_file import INPUT_NAME, OUTPUT_NAME, ort_session, save_proto, set_metadata
 from handseg.model.card import ModelCard
 from handseg.model.checkpoint import read_model_file
+from handseg.model.crop_net import CropSegNet
 
 log = logging.getLogger(__name__)
 MIN_MASK_AGREEMENT = 0.999
@@ -57,7 +58,7 @@ class _PadToStride(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        stride = self.net.cfg.output_stride
+        stride = getattr(self.net, "output_stride", None) or self.net.cfg.output_stride
         ph = (stride - h % stride) % stride
         pw = (stride - w % stride) % stride
         x = F.pad(x, (0, pw, 0, ph))
@@ -65,11 +66,15 @@ class _PadToStride(nn.Module):
 
 
 def _trace_to_proto(model: nn.Module, opset: int) -> Any:
-    """The network as an ``onnx.ModelProto`` with dynamic batch, height and width."""
+    """The network as an ``onnx.ModelProto`` with dynamic batch, height and width (a crop
+    segmenter: dynamic batch, traced at its crop size, which it always runs at)."""
     import onnx
 
     wrapper = _PadToStride(model).eval()  # eval() on the wrapper too: the exporter honours it
-    dummy = torch.zeros(1, 3, *_TRACE_SIZE)
+    if isinstance(model, CropSegNet):
+        dummy = torch.zeros(1, model.in_channels, model.cfg.crop_size, model.cfg.crop_size)
+    else:
+        dummy = torch.zeros(1, 3, *_TRACE_SIZE)
     buf = io.BytesIO()
     dyn = {0: "batch", 2: "height", 3: "width"}
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
@@ -215,7 +220,12 @@ def export_onnx(
         save_proto(proto, tmp)
         checks: list[dict[str, Any]] = []
         if check:
-            checks = parity_check(model, tmp, _check_shapes(card.input_size, n_checks))
+            if isinstance(model, CropSegNet):  # runs at its crop size only: batches of 1, 2
+                c, size = model.in_channels, model.cfg.crop_size
+                shapes = [(1, c, size, size), (2, c, size, size)]
+            else:
+                shapes = _check_shapes(card.input_size, n_checks)
+            checks = parity_check(model, tmp, shapes)
             _require_parity(checks, f"ONNX export of {model_path}", out)
         os.replace(tmp, out)
     finally:

@@ -35,6 +35,7 @@ from handseg.core.constants import CLASS_NAMES, DETECTORS, REFINERS
 from handseg.core.errors import HandsegError
 from handseg.infer.crop_segmenter import CropSegmenter
 from handseg.infer.detect import DETECTOR_MODES, Hand, HandDetector
+from handseg.infer.onnx_file import read_onnx_file
 from handseg.infer.predictor import Predictor, load_model
 from handseg.infer.refine import color_refine, grabcut_refine, hand_size, landmark_mask
 from handseg.model.checkpoint import read_model_file
@@ -238,10 +239,11 @@ def load_segmenter(
     warning says so and how to install it; an explicit ``detector="mediapipe"`` fails with
     that one-line error instead.
     """
-    if model is not None and Path(model).suffix.lower() != ".onnx":
-        net, card = read_model_file(model)
+    if model is not None:
+        is_onnx = Path(model).suffix.lower() == ".onnx"
+        net, card = read_onnx_file(model) if is_onnx else read_model_file(model)
         if card.is_crop_segmenter:
-            return _crop_pipeline(net, card, detector, refine, mode, threads)
+            return _crop_pipeline(net, card, detector, refine, mode, threads, model_kwargs)
     predictor = load_model(model, threads=threads, **model_kwargs) if model is not None else None
     recorded = predictor.card.train_config if predictor is not None else {}
     chosen = detector or recorded.get("detector") or ("none" if predictor else "mediapipe")
@@ -269,7 +271,7 @@ def load_segmenter(
     return HandSegmenter(pipeline)
 
 
-def _crop_pipeline(net, card, detector, refine, mode, threads) -> HandSegmenter:
+def _crop_pipeline(net, card, detector, refine, mode, threads, options) -> HandSegmenter:
     """A crop segmenter's pipeline: the detector always (its crops come from the detector);
     ``refine`` may pick another refiner (grabcut, color, landmarks) for comparison."""
     if detector == "none":
@@ -280,7 +282,8 @@ def _crop_pipeline(net, card, detector, refine, mode, threads) -> HandSegmenter:
     if refine == "network":
         raise HandsegError("--refine network needs a whole-image model; this one segments crops")
     mode = mode or card.train_config.get("detector_mode") or "accurate"
-    crops = CropSegmenter(net, card, threads=threads)
+    runtime = {k: options[k] for k in ("runtime", "precision") if options.get(k)}
+    crops = CropSegmenter(net, card, threads=threads, **runtime)
     pipeline = HandPipeline(refine=refine, mode=mode, detector=HandDetector(num_threads=threads),
                             crops=crops)  # fmt: skip
     return HandSegmenter(pipeline)

@@ -77,8 +77,12 @@ def _cbr(cin: int, cout: int, k: int) -> nn.Sequential:
 
 
 class CropSegNet(nn.Module):
-    """``net(crop, prior=None)``: (B, 3, S, S) RGB in [0, 1] [+ (B, 1, S, S)] -> (B, 1, S, S)
-    hand logits."""
+    """``net(x)``: (B, 3, S, S) RGB in [0, 1] -- with ``cfg.prior``, (B, 4, S, S): the
+    landmark prior as the fourth channel -- -> (B, 1, S, S) hand logits. One input tensor,
+    so the runtimes (eager PyTorch, onnxruntime) take it as they take the whole-image
+    network."""
+
+    output_stride = 32  # the deepest tap's stride at depth 5 (crop sizes are multiples)
 
     def __init__(self, cfg: CropNetConfig, encoder: TFLiteNet | None = None) -> None:
         super().__init__()

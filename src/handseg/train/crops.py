@@ -139,7 +139,7 @@ class CropModule(pl.LightningModule):
             with torch.no_grad():
                 feats = self.net.features(crop)
             return self.net.decode(feats, crop, prior)
-        return self.net(crop, prior)
+        return self.net.decode(self.net.features(crop), crop, prior)
 
     def _step(self, batch, name: str) -> torch.Tensor:
         x, p, y = batch

@@ -33,6 +33,7 @@ from handseg.data.dataset import label_counts
 from handseg.data.split import load_split
 from handseg.model.card import ModelCard
 from handseg.model.checkpoint import read_model_file
+from handseg.model.crop_net import CropNetConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ EVAL_PREFIX = "eval-"
 """``RUN/eval-<name>/``: an evaluation of another data set that the card lists."""
 _OPTIONS = ("image_size", "batch_size", "optimizer", "lr", "schedule", "loss",
             "class_weighting", "augment", "synthetic_fraction", "seed", "device", "precision",
-            "patience")  # fmt: skip
+            "patience", "crop_size", "crop_prior", "encoder_init", "encoder_lr_factor",
+            "crops_per_epoch", "backgrounds")  # fmt: skip
 
 
 def hardware(device: str = "cpu") -> str:
@@ -147,6 +149,29 @@ def _mask_format(masks: Any) -> str | None:
         return None
 
 
+def _network(card: ModelCard) -> str:
+    """The architecture in words (a crop segmenter's stored encoder program is left out)."""
+    arch = card.architecture
+    if isinstance(arch, CropNetConfig):
+        return (
+            f"crop segmenter: encoder {arch.encoder} ({arch.depth} scales), U-Net decoder "
+            f"{'/'.join(map(str, arch.decoder_channels[-arch.depth :]))} channels, crops of "
+            f"{arch.crop_size} px, landmark prior {'on' if arch.prior else 'off'}"
+        )
+    return ", ".join(f"{k} {v}" for k, v in arch.to_dict().items())
+
+
+def _pipeline(cfg: dict[str, Any]) -> str:
+    """What ``handseg predict --model`` runs with this model (its recorded pipeline)."""
+    if cfg.get("detector", "none") == "none":
+        return "the whole-image network (`--detector none`): for photos like the training photos"
+    refine = cfg.get("refine", "grabcut")
+    what = (
+        "this crop segmenter on each hand's crop" if refine == "crops" else f"the {refine} refiner"
+    )
+    return f"hand detector (MediaPipe, {cfg.get('detector_mode', 'accurate')}) + {what}"
+
+
 def card_context(run: str | Path | RunDir) -> dict[str, Any]:
     """Everything the template shows, from the run folder."""
     run = run if isinstance(run, RunDir) else RunDir(run)
@@ -156,7 +181,6 @@ def card_context(run: str | Path | RunDir) -> dict[str, Any]:
     cfg = run.read_config() or dict(card.train_config)
     split_doc = json.loads(run.split.read_text()) if run.split.is_file() else None
     shares, why = _class_shares(run, cfg.get("hand_value"))
-    arch = card.architecture.to_dict()
     sizes = [len(split_doc.get(s, [])) for s in ("train", "val", "test")] if split_doc else []
     images = cfg.get("images") or (split_doc or {}).get("images_dir")
     masks = cfg.get("masks") or (split_doc or {}).get("masks_dir")
@@ -167,7 +191,9 @@ def card_context(run: str | Path | RunDir) -> dict[str, Any]:
         "version": __version__,
         "written": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "classes": card.classes,
-        "network": ", ".join(f"{k} {v}" for k, v in arch.items()),
+        "network": _network(card),
+        "pipeline": _pipeline(cfg),
+        "crops": card.is_crop_segmenter,
         "preset": cfg.get("preset") or "none (options only)",
         "input_size": " x ".join(str(v) for v in card.input_size),
         "mean": ", ".join(f"{v:g}" for v in card.mean),
