@@ -230,6 +230,22 @@ class TrainConfig:
         group=_AUG,
         metavar="P",
     )
+    bare_arm_share: float = _option(
+        0.5,
+        "share of the arms painted under composited hands that are bare skin, labelled "
+        "background (the rest are sleeves); 0 for masks that run to the sleeve cuff "
+        "(default {default})",
+        group=_AUG,
+        metavar="P",
+    )
+    cuff_prob: float = _option(
+        0.0,
+        "share of those bare arms that are bare only up to a sleeve cuff, the skin before "
+        "the cuff labelled hand: for masks that mark the hand up to the sleeve, as "
+        "hands-wild's do (default {default})",
+        group=_AUG,
+        metavar="P",
+    )
     background_families: tuple[str, ...] = _option(
         (),  # () = all
         "built-in backgrounds for --augment background and the synthetic hands: "
@@ -249,6 +265,20 @@ class TrainConfig:
         "network's own input is 224; default {default})",
         group=_CROPS,
         metavar="PX",
+    )
+    crop_margin: float = _option(
+        0.3,
+        "with --refine crops: free border around the hand's landmarks in the crop, as a share "
+        "of their extent on each side (default {default})",
+        group=_CROPS,
+        metavar="M",
+    )
+    crop_decoder: tuple[int, ...] = _option(
+        (96, 64, 48, 32, 24, 16),
+        "with --refine crops: decoder widths, one per encoder scale from the coarsest (7 px "
+        "at 224) to the finest, then the full-resolution head (default {default})",
+        group=_CROPS,
+        metavar="N",
     )
     crop_prior: bool = _option(
         False,
@@ -433,6 +463,11 @@ def _validate(cfg: TrainConfig) -> None:
         raise HandsegError(
             f"crop_size must be a multiple of 32 (at least 32) and crops_per_epoch at least 1, "
             f"got {cfg.crop_size} / {cfg.crops_per_epoch}"
+        )
+    if len(cfg.crop_decoder) != 6 or min(cfg.crop_decoder) < 4 or not 0 <= cfg.crop_margin <= 2:
+        raise HandsegError(
+            f"crop_decoder must be six widths of at least 4 and crop_margin within 0..2, got "
+            f"{cfg.crop_decoder} / {cfg.crop_margin}"
         )
     if cfg.encoder_lr_factor < 0:
         raise HandsegError(f"encoder_lr_factor must be >= 0, got {cfg.encoder_lr_factor}")

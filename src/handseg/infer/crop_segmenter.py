@@ -18,7 +18,7 @@ import torch
 
 from handseg.core.errors import HandsegError
 from handseg.infer.backends import make_backend
-from handseg.infer.crops import crop_transform, paste_back, prior, warp_crop
+from handseg.infer.crops import crop_transform, grown_transform, paste_back, prior, warp_crop
 from handseg.infer.detect import Hand
 from handseg.infer.onnx_file import OnnxModel
 from handseg.model.card import ModelCard
@@ -38,6 +38,7 @@ class CropSegmenter:
         runtime: str = "auto",
         precision: str = "auto",
         threads: int | None = None,
+        grow: bool = False,
     ) -> None:
         """``net``: the :class:`~handseg.model.crop_net.CropSegNet` of a model file, or its
         ONNX export; it runs through the same runtime choice as the whole-image network
@@ -49,19 +50,35 @@ class CropSegmenter:
         self.size, self.margin = arch.crop_size, arch.crop_margin
         self.backend = make_backend(net, card, runtime, precision, threads)
         self.runtime = self.backend.name
+        self.grow = grow
 
-    def probabilities(self, rgb: np.ndarray, hands: Sequence[Hand]) -> list[np.ndarray]:
-        """One (H, W) float32 hand probability map per hand (0 outside its crop)."""
-        if not hands:
-            return []
-        maps = [crop_transform(h.landmarks, self.size, self.margin) for h in hands]
+    def _run(self, rgb: np.ndarray, hands: Sequence[Hand], maps: list[np.ndarray]) -> np.ndarray:
+        """(N, S, S) hand probabilities of the crops of ``hands`` under ``maps``."""
         crops = np.stack([warp_crop(rgb, m, self.size) for m in maps])  # (N, S, S, 3)
         x = crops.transpose(0, 3, 1, 2).astype(np.float32) / 255.0  # (N, 3, S, S)
         if self.arch.prior:  # the landmark prior as a fourth channel
             priors = np.stack([prior(h, m, self.size) for h, m in zip(hands, maps)])
             x = np.concatenate([x, priors[:, None]], 1)
         logits = self.backend(x)[:, 0]  # (N, S, S)
-        probs = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+        return 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+
+    def probabilities(self, rgb: np.ndarray, hands: Sequence[Hand]) -> list[np.ndarray]:
+        """One (H, W) float32 hand probability map per hand (0 outside its crop). With
+        ``grow``, a hand whose mask runs into its crop's border is segmented again in a
+        larger crop around the landmarks and that mask (a forearm up to the sleeve, a hand
+        close to the camera whose landmarks cover only the fingers)."""
+        if not hands:
+            return []
+        maps = [crop_transform(h.landmarks, self.size, self.margin) for h in hands]
+        probs = list(self._run(rgb, hands, maps))
+        if self.grow:
+            again = [(i, grown_transform(maps[i], probs[i] > 0.5, self.margin))
+                     for i in range(len(hands))]  # fmt: skip
+            again = [(i, m) for i, m in again if m is not None]
+            if again:
+                second = self._run(rgb, [hands[i] for i, _ in again], [m for _, m in again])
+                for (i, m), p in zip(again, second):
+                    maps[i], probs[i] = m, p
         return [paste_back(pr, m, rgb.shape[:2]) for pr, m in zip(probs, maps)]
 
     def __call__(

@@ -88,6 +88,30 @@ def _similarity(centre, extent, angle, size, margin, jitter) -> np.ndarray:
     return m
 
 
+def grown_transform(
+    m: np.ndarray, crop_mask: np.ndarray, margin: float = CROP_MARGIN, max_growth: float = 2.0
+) -> np.ndarray | None:
+    """A second, larger crop for a hand whose first-pass mask (``crop_mask``, (S, S) bool in
+    the crop of map ``m``) runs into the crop's border: framed as :func:`crop_transform`
+    frames the landmarks, around the union of the landmarks' extent and the mask's, grown at
+    most ``max_growth`` times. None when the mask stays inside the crop."""
+    size = crop_mask.shape[0]
+    edge = np.concatenate([crop_mask[0], crop_mask[-1], crop_mask[:, 0], crop_mask[:, -1]])
+    if edge.mean() < 0.02:
+        return None
+    ys, xs = np.nonzero(crop_mask)
+    inner = size / (1 + 2 * margin)  # the landmarks' extent in the crop
+    lo = np.minimum([xs.min(), ys.min()], (size - inner) / 2)
+    hi = np.maximum([xs.max() + 1, ys.max() + 1], (size + inner) / 2)
+    extent = min(float((hi - lo).max()), inner * max_growth)
+    centre = np.clip((lo + hi) / 2, size / 2 - extent / 2, size / 2 + extent / 2)
+    a = inner / extent  # crop -> new crop: zoom out about the new centre
+    new = np.zeros((2, 3))
+    new[:, :2] = a * m[:, :2]
+    new[:, 2] = a * (m[:, 2] - centre) + size / 2
+    return new
+
+
 def warp_crop(
     image: np.ndarray, m: np.ndarray, size: int = CROP_SIZE, *, nearest: bool = False
 ) -> np.ndarray:

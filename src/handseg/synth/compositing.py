@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from handseg.core.config import TrainConfig
 from handseg.core.errors import HandsegError
 from handseg.data.transforms import Factory, PairedTransform
 from handseg.data.transforms import build_transform as build_paired_transform
@@ -79,6 +80,12 @@ class BackgroundComposite(PairedTransform):
         placement_scale: scale range for placement.
         camouflage_prob: probability of recolouring the background towards the hand's
             colour (:func:`camouflage`).
+        bare_arm_share: share of the painted arms that are bare skin (the rest are
+            sleeves). Bare arms are background in the mask: right for masks cut at the
+            wrist, wrong for masks cut at the sleeve cuff (skin up to the sleeve = hand).
+        cuff_prob: share of the bare arms that end in a sleeve cuff, the skin before it
+            labelled hand: the one case besides placement where the mask changes (hand
+            pixels are added, none removed).
 
     ``t(image, mask, rng)`` takes image (H, W, 3) uint8 and mask (H, W) uint8 in
     {0, 1, 255} and returns a new image of the same shape and the mask unchanged (the
@@ -95,8 +102,12 @@ class BackgroundComposite(PairedTransform):
         placement_prob: float = 0.0,
         placement_scale: tuple[float, float] = (0.7, 1.3),
         camouflage_prob: float = 0.0,
+        bare_arm_share: float = 0.5,
+        cuff_prob: float = 0.0,
     ) -> None:
         probs = {
+            "cuff_prob": cuff_prob,
+            "bare_arm_share": bare_arm_share,
             "p": p,
             "arm_prob": arm_prob,
             "placement_prob": placement_prob,
@@ -120,6 +131,8 @@ class BackgroundComposite(PairedTransform):
         self.placement_prob = float(placement_prob)
         self.placement_scale = (float(placement_scale[0]), float(placement_scale[1]))
         self.camouflage_prob = float(camouflage_prob)
+        self.bare_arm_share = float(bare_arm_share)
+        self.cuff_prob = float(cuff_prob)
 
     def apply(self, image: Array, mask: Array, rng: np.random.Generator) -> tuple[Array, Array]:
         if rng.random() >= self.p:
@@ -136,7 +149,11 @@ class BackgroundComposite(PairedTransform):
         if self.camouflage_prob and rng.random() < self.camouflage_prob:
             background = camouflage(background, image[hand], rng)
         if rng.random() < self.arm_prob:
-            _paint_arm(background, hand, image, rng)
+            forearm = _paint_arm(background, hand, image, rng, self.bare_arm_share,
+                                 self.cuff_prob)  # fmt: skip
+            if forearm is not None and forearm.any():  # skin up to the cuff is hand
+                mask = mask.copy()
+                mask[forearm & (mask == 0)] = 1
         sigma = float(rng.uniform(*self.feather))
         return composite(image, hand, background, sigma), mask
 
@@ -236,15 +253,27 @@ def _place(
 _EDGES = ((0.0, 1.0), (-1.0, 0.0), (1.0, 0.0))  # outward (x, y): bottom, left, right
 
 
-def _paint_arm(background: Array, hand: Array, image: Array, rng: np.random.Generator) -> None:
+def _paint_arm(
+    background: Array,
+    hand: Array,
+    image: Array,
+    rng: np.random.Generator,
+    bare: float = 0.5,
+    cuff_prob: float = 0.0,
+) -> Array | None:
     """Paint an arm (bare skin or sleeve) from the wrist to the nearest frame edge, in place.
 
     Args:
         background: (H, W, 3) float32, modified.
         hand: (H, W) bool, the hand pixels (the arm passes under them).
         image: (H, W, 3) uint8, gives the hand's skin colour.
+        bare: probability of bare skin rather than a sleeve.
+        cuff_prob: probability that a bare arm is bare only up to a sleeve cuff, its skin
+            labelled hand (masks that mark the hand up to the sleeve).
+
+    Returns:
+        (H, W) bool of new hand pixels (the bare forearm before a cuff), or None.
     """
-    import cv2
 
     h, w = hand.shape
     ys, xs = np.nonzero(hand)
@@ -276,28 +305,56 @@ def _paint_arm(background: Array, hand: Array, image: Array, rng: np.random.Gene
     dist = np.where(t >= 0, np.abs(d), np.hypot(t, d))
     cover = np.clip(radius - dist + 0.5, 0.0, 1.0)  # (H, W), anti-aliased edge
     if not cover.any():
-        return
+        return None
 
-    if rng.random() < 0.5:  # bare skin, in the hand's own colour: the hard negative
-        color = np.median(image[hand], axis=0).astype(np.float32) * rng.uniform(0.85, 1.1)
-        color = color * rng.uniform(0.95, 1.05, 3).astype(np.float32)
-        texture, shade = 3.0, rng.uniform(0.15, 0.35)
-    else:  # a sleeve: any colour, often dark
-        import colorsys
+    is_bare = rng.random() < bare
+    cuff = None
+    if is_bare and cuff_prob and rng.random() < cuff_prob:
+        cuff = rng.uniform(0.5, 1.8) * ref  # bare forearm up to a sleeve cuff this far out
+    cell = max(2.0, 0.05 * ref)  # fabric / skin texture, features ~5 % of the hand size
 
-        v = rng.uniform(0.05, 0.35) if rng.random() < 0.6 else rng.uniform(0.3, 0.95)
-        color = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0, 0.8), v), np.float32)
-        color = color * 255.0
-        texture, shade = 10.0, rng.uniform(0.2, 0.5)
+    def skin() -> Array:  # bare skin, in the hand's own colour: the hard negative
+        colour = _skin_colour(image, hand, rng)
+        return _arm_layer(colour, 3.0, rng.uniform(0.15, 0.35), d, radius, cell, rng)
+
+    def sleeve() -> Array:
+        return _arm_layer(_sleeve_colour(rng), 10.0, rng.uniform(0.2, 0.5), d, radius, cell, rng)
+
+    if cuff is None:
+        arm = skin() if is_bare else sleeve()
+    else:  # skin to the cuff, then the sleeve
+        arm = np.where((t < cuff)[..., None], skin(), sleeve())
+    c3 = cover[..., None]
+    background *= 1.0 - c3
+    background += c3 * arm
+    if cuff is None:
+        return None
+    return (cover > 0.5) & (t < cuff) & ~hand
+
+
+def _skin_colour(image: Array, hand: Array, rng: np.random.Generator) -> Array:
+    color = np.median(image[hand], axis=0).astype(np.float32) * rng.uniform(0.85, 1.1)
+    return color * rng.uniform(0.95, 1.05, 3).astype(np.float32)
+
+
+def _sleeve_colour(rng: np.random.Generator) -> Array:
+    """Any colour, often dark."""
+    import colorsys
+
+    v = rng.uniform(0.05, 0.35) if rng.random() < 0.6 else rng.uniform(0.3, 0.95)
+    return np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0, 0.8), v), np.float32) * 255
+
+
+def _arm_layer(color, texture, shade, d, radius, cell, rng) -> Array:
+    """(H, W, 3) float32: the arm's colour with rounded shading across it and texture."""
+    import cv2
+
+    h, w = d.shape
     rel = np.clip(np.abs(d) / np.maximum(radius, 1.0), 0.0, 1.0)
     light = 1.0 - shade * rel**2  # (H, W) rounded shading across the arm
-    cell = max(2.0, 0.05 * ref)  # fabric / skin texture, features ~5 % of the hand size
     grid = rng.standard_normal((int(h / cell) + 2, int(w / cell) + 2)).astype(np.float32)
     noise = texture * cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)  # (H, W)
-    arm = color[None, None, :] * light[..., None] + noise[..., None]  # (H, W, 3)
-    cover = cover[..., None]
-    background *= 1.0 - cover
-    background += cover * np.clip(arm, 0, 255)
+    return np.clip(color[None, None, :] * light[..., None] + noise[..., None], 0, 255)
 
 
 def background_factory(**options: Any) -> BackgroundComposite:
@@ -306,7 +363,8 @@ def background_factory(**options: Any) -> BackgroundComposite:
 
     Options (others are ignored): ``backgrounds`` (folder of photos or None),
     ``background_prob`` (default 0.5), ``background_families`` (None = all),
-    ``folder_prob``, ``arm_prob``, ``placement_prob``, ``feather``, ``camouflage_prob``.
+    ``folder_prob``, ``arm_prob``, ``placement_prob``, ``feather``, ``camouflage_prob``,
+    ``bare_arm_share``, ``cuff_prob``.
     """
     families = options.get("background_families")
     source = BackgroundSource(
@@ -314,9 +372,23 @@ def background_factory(**options: Any) -> BackgroundComposite:
         families=None if families is None else tuple(families),
         folder_prob=float(options.get("folder_prob", 0.5)),
     )
-    keys = ("arm_prob", "placement_prob", "feather", "camouflage_prob")
+    keys = ("arm_prob", "placement_prob", "feather", "camouflage_prob", "bare_arm_share",
+            "cuff_prob")  # fmt: skip
     kw = {k: options[k] for k in keys if k in options}
     return BackgroundComposite(source, p=float(options.get("background_prob", 0.5)), **kw)
+
+
+def augment_options(cfg: TrainConfig) -> dict[str, Any]:
+    """The keyword options of :func:`build_transform` that ``cfg.augment`` needs."""
+    opts: dict[str, Any] = {}
+    if "background" in cfg.augment:
+        opts["backgrounds"] = cfg.backgrounds
+        opts["background_prob"] = cfg.background_prob
+        opts["camouflage_prob"] = cfg.camouflage_prob
+        opts["bare_arm_share"] = cfg.bare_arm_share
+        opts["cuff_prob"] = cfg.cuff_prob
+        opts["background_families"] = cfg.background_families or None
+    return opts
 
 
 FACTORIES: dict[str, Factory] = {"background": background_factory}

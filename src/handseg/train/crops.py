@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -32,7 +31,7 @@ from handseg.infer.detect import DETECTOR_MODES, HandDetector
 from handseg.infer.hand_models import LANDMARK_MODEL, MEDIAPIPE_VERSION, SHA256, find_hand_models
 from handseg.model.crop_net import CropNetConfig, CropSegNet
 from handseg.model.tflite_net import TFLiteNet, read_tflite
-from handseg.synth.compositing import build_transform
+from handseg.synth.compositing import augment_options, build_transform
 from handseg.synth.hand_crops import Anchor, HandCropDataset, anchors_for
 from handseg.train.module import NonFiniteLossError, build_scheduler
 
@@ -53,7 +52,14 @@ def build_crop_net(cfg: TrainConfig) -> CropSegNet:
     checked) or randomly initialised in that model's shape."""
     _, landmark = find_hand_models()
     program = read_tflite(landmark, SHA256[LANDMARK_MODEL])
-    arch = CropNetConfig(program=program.to_dict(), crop_size=cfg.crop_size, prior=cfg.crop_prior)
+    arch = CropNetConfig(
+        program=program.to_dict(),
+        crop_size=cfg.crop_size,
+        crop_margin=cfg.crop_margin,
+        decoder_channels=tuple(cfg.crop_decoder[:5]),
+        head_channels=cfg.crop_decoder[5],
+        prior=cfg.crop_prior,
+    )
     net = CropSegNet(arch, TFLiteNet(program))
     if cfg.encoder_init == "random":
         net.reset_encoder(cfg.seed)
@@ -95,14 +101,9 @@ def crop_datasets(cfg: TrainConfig, split: dict[str, list], progress: bool = Tru
         "photos without a hand",
         found, boxes, sum(a.negative for a in train_anchors),
     )  # fmt: skip
-    options: dict[str, Any] = {}
-    if "background" in cfg.augment:
-        options = {"backgrounds": cfg.backgrounds, "background_prob": cfg.background_prob,
-                   "camouflage_prob": cfg.camouflage_prob,
-                   "background_families": cfg.background_families or None}  # fmt: skip
     names = [a for a in cfg.augment if a not in ("seed", "flip", "translate", "scale-rotate")]
-    transform = build_transform(names or ["none"], **options)
-    margin = CropNetConfig().crop_margin
+    transform = build_transform(names or ["none"], **augment_options(cfg))
+    margin = cfg.crop_margin
     train = HandCropDataset(split["train"], train_anchors, cfg.crops_per_epoch, cfg.crop_size,
                             margin, transform, hand_value=cfg.hand_value, seed=cfg.seed)  # fmt: skip
     val = HandCropDataset(split["val"], val_anchors, len(val_anchors), cfg.crop_size, margin,

@@ -43,7 +43,7 @@ from handseg.infer.predictor import load_model
 from handseg.model.checkpoint import save_model_file
 from handseg.model.crop_net import CropSegNet
 from handseg.model.network import HandSegNet, resolve_backbone_weights
-from handseg.synth.compositing import build_transform
+from handseg.synth.compositing import augment_options, build_transform
 from handseg.synth.hands import SyntheticDataset
 from handseg.train.callbacks import EpochSampler, History, check_resume_checkpoint, checkpoint_io
 from handseg.train.crops import CropModule, build_crop_net, crop_datasets, encoder_weights_name
@@ -258,17 +258,6 @@ def _workers(cfg: TrainConfig) -> int:
         return cfg.workers
     n = os.cpu_count() or 1
     return 0 if n <= 2 else min(8, n // 2)
-
-
-def augment_options(cfg: TrainConfig) -> dict[str, Any]:
-    """The keyword options of :func:`build_transform` that ``cfg.augment`` needs."""
-    opts: dict[str, Any] = {}
-    if "background" in cfg.augment:
-        opts["backgrounds"] = cfg.backgrounds
-        opts["background_prob"] = cfg.background_prob
-        opts["camouflage_prob"] = cfg.camouflage_prob
-        opts["background_families"] = cfg.background_families or None
-    return opts
 
 
 def with_synthetic(ds: Dataset, cfg: TrainConfig) -> Dataset:
