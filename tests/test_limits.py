@@ -8,8 +8,9 @@ ways: the kernel's own ``/dev/full`` (every write fails with ENOSPC when the buf
 flushed) and a writer that fails with ENOSPC after a byte budget, mid-file.
 
 A very large photo is either predicted at full resolution within a bounded amount of
-memory, or refused with a clear error when it is above the decompression-bomb limit
-(PIL's, about 179 megapixels); both are measured in a subprocess.
+memory, or refused from its header with a clear error when it is above handseg's pixel
+budget (``MAX_MEGAPIXELS``, 50 MP unless ``--max-megapixels`` raises it) or PIL's
+decompression-bomb limit (about 179 megapixels); all are measured in a subprocess.
 """
 
 from __future__ import annotations
@@ -405,7 +406,8 @@ BIG_HW = (3000, 4000)  # 12 MP, a phone photo
 @pytest.fixture(scope="module")
 def big_photos(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     """One subprocess predicts, each with its own peak-memory measurement: a header that
-    claims 12000 x 16000 (192 MP, above the limit), then a real 3000 x 4000 photo."""
+    claims 12000 x 16000 (192 MP, above PIL's limit), one that claims 7000 x 8000 (56 MP,
+    above handseg's budget only), then a real 3000 x 4000 photo."""
     if not _can_measure_peak():
         pytest.skip("needs Linux /proc/self/clear_refs")
     folder = tmp_path_factory.mktemp("big")
@@ -413,6 +415,7 @@ def big_photos(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     small = _flat_png(folder / "small.png", 48, 64)
     photos = {
         "huge": _flat_png(folder / "huge.png", 12000, 16000, claim_only=True),
+        "over budget": _flat_png(folder / "over.png", 7000, 8000, claim_only=True),
         "big": _flat_png(folder / "big.png", *BIG_HW),
     }
     proc = subprocess.run(
@@ -448,6 +451,15 @@ def test_a_photo_above_the_pixel_limit_is_refused_without_decoding(big_photos):
     r = big_photos[1]["huge"]
     assert not r["ok"]
     assert "too large to decode safely" in r["error"] and r["path"] in r["error"]
+    assert r["extra_mb"] < 50, r
+
+
+def test_a_photo_above_the_pixel_budget_is_refused_from_its_header(big_photos):
+    """7000 x 8000 (56 MP) is within PIL's limit but above the 50 MP budget: refused before
+    decoding, with the flag that raises the budget in the message."""
+    r = big_photos[1]["over budget"]
+    assert not r["ok"] and r["path"] in r["error"]
+    assert "8000 x 7000 = 56,000,000 pixels" in r["error"] and "--max-megapixels" in r["error"]
     assert r["extra_mb"] < 50, r
 
 

@@ -20,8 +20,10 @@ from handseg.app.demo import DEMO_FAMILIES, DEMO_PHOTOS, run_demo
 from handseg.app.flags import (
     add_config_options,
     add_device_option,
+    add_pixel_limit_option,
     add_runtime_options,
     config_options,
+    pixel_limit,
     runtime_kwargs,
 )
 from handseg.core.annotations import DEFAULT_TOLERANCE
@@ -399,6 +401,12 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+_READERS = ("inspect", "convert", "train", "evaluate", "predict", "compare", "report",
+            "baseline", "export")  # fmt: skip
+"""The commands that read photos, masks or annotation files: they get ``--max-megapixels``
+(serve has its own, the upload limit, which sets the same budget)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="handseg",
@@ -412,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in _COMMANDS:
         add(sub)
+    for name in _READERS:
+        add_pixel_limit_option(sub.choices[name])
     return parser
 
 
@@ -426,9 +436,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 1
     try:
-        return int(args.func(args) or 0)
+        with pixel_limit(args):
+            return int(args.func(args) or 0)
     except HandsegError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # one line, even where a file or member name holds a line break
+        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

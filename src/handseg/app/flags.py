@@ -3,28 +3,37 @@
 Each training option is declared once, on its field of :class:`TrainConfig` (the default;
 help, choices and spelling in the field's metadata); ``handseg train`` gets one flag per field from
 :func:`add_config_options`, and every command that runs a network gets the same ``--device``
-from :func:`add_device_option`.
+from :func:`add_device_option`. Every command that reads photos, masks or annotation files
+gets ``--max-megapixels`` (:func:`add_pixel_limit_option`, applied by :func:`pixel_limit`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
+import math
+import os
 import types
 import typing
+from collections.abc import Iterator
 from typing import Any
 
 from handseg.core.config import TrainConfig
+from handseg.core.constants import MAX_MEGAPIXELS, MAX_MEGAPIXELS_ENV
 from handseg.core.device import INFERENCE_PRECISIONS, RUNTIMES
+from handseg.core.errors import HandsegError
 from handseg.data.split import training_images
 
 __all__ = [
     "OPTION_FIELDS",
     "add_config_options",
     "add_device_option",
+    "add_pixel_limit_option",
     "add_runtime_options",
     "config_options",
+    "pixel_limit",
     "runtime_kwargs",
 ]
 
@@ -139,3 +148,33 @@ def runtime_kwargs(args: argparse.Namespace) -> dict:
         "scale": args.scale,
         "calibration": training_images,  # int8 calibrates on the model's training photos
     }
+
+
+def add_pixel_limit_option(p: argparse.ArgumentParser) -> None:
+    """``--max-megapixels``: the pixel budget of every image, mask and annotation read."""
+    p.add_argument("--max-megapixels", type=float, metavar="MP",
+                   help="refuse photos, masks and annotations whose declared size is above MP "
+                   "megapixels, before decoding them (default "
+                   f"${MAX_MEGAPIXELS_ENV}, else {MAX_MEGAPIXELS:g})")  # fmt: skip
+
+
+@contextlib.contextmanager
+def pixel_limit(args: argparse.Namespace) -> Iterator[None]:
+    """Run one command under its ``--max-megapixels`` (when given): the value goes into
+    ``$HANDSEG_MAX_MEGAPIXELS``, where every reader and the processes the command starts
+    (DataLoader workers) read it, and the old value comes back afterwards."""
+    mp = getattr(args, "max_megapixels", None)
+    if mp is None:
+        yield
+        return
+    if not (math.isfinite(mp) and mp > 0):
+        raise HandsegError(f"--max-megapixels {mp:g} must be a positive number of megapixels")
+    old = os.environ.get(MAX_MEGAPIXELS_ENV)
+    os.environ[MAX_MEGAPIXELS_ENV] = repr(float(mp))
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(MAX_MEGAPIXELS_ENV, None)
+        else:
+            os.environ[MAX_MEGAPIXELS_ENV] = old

@@ -69,16 +69,22 @@ def counts_to_string(counts: Sequence[int]) -> str:
     return "".join(out)
 
 
-def string_to_counts(text: str) -> list[int]:
+def string_to_counts(text: str, max_counts: int | None = None) -> list[int]:
     """Inverse of :func:`counts_to_string` (``rleFrString``). Raises ValueError on
-    characters outside pycocotools' alphabet."""
+    characters outside pycocotools' alphabet, on a number longer than any run can be
+    (:data:`_MAX_GROUPS` 5-bit groups), and on more than ``max_counts`` counts (checked as
+    they are decoded, so a hostile string costs no more than ``max_counts`` numbers)."""
     counts: list[int] = []
     p, n = 0, len(text)
     while p < n:
+        if max_counts is not None and len(counts) >= max_counts:
+            raise ValueError(f"compressed RLE counts hold more than {max_counts} runs")
         x, k, more = 0, 0, True
         while more:
             if p >= n:
                 raise ValueError("compressed RLE counts end in the middle of a number")
+            if k >= _MAX_GROUPS:
+                raise ValueError(f"compressed RLE count {len(counts)} is too long to be a run")
             c = ord(text[p]) - 48
             if not 0 <= c < 64:
                 raise ValueError(f"character {text[p]!r} is not in COCO's RLE alphabet")
@@ -94,6 +100,10 @@ def string_to_counts(text: str) -> list[int]:
     return counts
 
 
+_MAX_GROUPS = 13
+"""5-bit groups in one compressed count: 65 bits, more than any image's pixel count."""
+
+
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     """``{"size": [H, W], "counts": str}``: the RLE pycocotools' ``mask.encode`` gives
     (with counts decoded from bytes to text, as COCO JSON files hold them)."""
@@ -101,20 +111,75 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     return {"size": [int(h), int(w)], "counts": counts_to_string(rle_counts(mask))}
 
 
-def decode_rle(rle: dict[str, Any]) -> np.ndarray:
-    """(H, W) uint8 {0, 1} of a COCO RLE whose ``counts`` is the compressed string (or
-    bytes) or the uncompressed list. Raises ValueError when counts and size disagree."""
-    h, w = (int(v) for v in rle["size"])
-    counts = rle["counts"]
+def rle_size(rle: dict[str, Any]) -> tuple[int, int]:
+    """(H, W) of a COCO RLE's ``size``; ValueError unless it is two positive integers."""
+    size = rle["size"]
+    if not isinstance(size, (list, tuple)) or len(size) != 2:
+        raise ValueError(f"RLE size ({_shown(size)}) is not [height, width]")
+    h, w = (as_int(v, "RLE size") for v in size)
+    if h < 1 or w < 1:
+        raise ValueError(f"RLE size {h} x {w} (H x W) is not positive")
+    return h, w
+
+
+def _run_lengths(counts: Any, pixels: int) -> list[int]:
+    """The run lengths of an RLE's ``counts`` (compressed text or bytes, or a list), each
+    checked: integers, none negative, at most ``pixels + 1`` of them, summing to ``pixels``.
+    Raises ValueError naming the first bad count."""
     if isinstance(counts, bytes):
         counts = counts.decode("ascii")
-    counts = string_to_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
-    if any(c < 0 for c in counts) or sum(counts) != h * w:
-        raise ValueError(f"RLE counts sum to {sum(counts)}, not H x W = {h} x {w} = {h * w}")
+    if isinstance(counts, str):
+        runs = string_to_counts(counts, max_counts=pixels + 1)
+    elif isinstance(counts, list):
+        if len(counts) > pixels + 1:
+            raise ValueError(f"RLE holds {len(counts)} runs, more than H x W + 1 = {pixels + 1}")
+        runs = [as_int(c, f"RLE count {i}") for i, c in enumerate(counts)]
+    else:
+        raise ValueError(f"RLE counts are {_shown(counts)}, not a string or a list")
+    bad = next((i for i, c in enumerate(runs) if not 0 <= c <= pixels), None)
+    if bad is not None:
+        why = "negative" if runs[bad] < 0 else f"more than the image's {pixels} pixels"
+        raise ValueError(f"RLE count {bad} is {why} ({runs[bad]}); the counts are corrupt")
+    if sum(runs) != pixels:
+        raise ValueError(f"RLE counts sum to {sum(runs)}, not H x W = {pixels}")
+    return runs
+
+
+def decode_rle(rle: dict[str, Any]) -> np.ndarray:
+    """(H, W) uint8 {0, 1} of a COCO RLE whose ``counts`` is the compressed string (or
+    bytes) or the uncompressed list. Raises ValueError when the size or a count is not a
+    non-negative integer or the counts do not sum to H x W, before allocating the mask
+    (callers check the size against the pixel budget first: :func:`rle_size`)."""
+    h, w = rle_size(rle)
+    counts = _run_lengths(rle["counts"], h * w)
     values = np.zeros(len(counts), np.uint8)
     values[1::2] = 1
-    flat = np.repeat(values, counts)
+    flat = np.repeat(values, np.asarray(counts, np.int64))
     return flat.reshape((w, h)).T.copy()  # column-major -> (H, W)
+
+
+def as_int(value: Any, what: str) -> int:
+    """An integer field of an annotation file: an int, or a float or text holding one
+    exactly. Anything else (bool, 1.5, NaN, inf, a list, digits beyond Python's int
+    conversion limit) raises ValueError naming ``what``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"{what} is {_shown(value)}, not an integer")
+
+
+def _shown(value: Any, k: int = 40) -> str:
+    """``repr`` of a value from a file, cut to ``k`` characters for a one-line message."""
+    if isinstance(value, (list, dict)):
+        return f"a {type(value).__name__} of {len(value)} item(s)"
+    text = repr(value)
+    return text if len(text) <= k else text[: k - 3] + "..."
 
 
 def bbox_area(mask: np.ndarray) -> tuple[list[float], int]:
@@ -174,13 +239,47 @@ def trace_polygons(
     return out
 
 
+MAX_POLYGON_POINTS = 1_000_000
+"""Most points of one polygon read from an annotation file."""
+
+
+def polygon_points(points: Any, shape: tuple[int, int], *, flat: bool = False) -> np.ndarray:
+    """(N, 2) float64 of a polygon read from a file: ``[[x, y], ...]``, or ``[x0, y0, x1,
+    ...]`` (COCO) when ``flat``. Raises ValueError (TypeError for mistyped points) unless
+    it has at most :data:`MAX_POLYGON_POINTS` points, all finite and within one image size
+    of the (H, W) ``shape`` (points slightly outside the image are common; far outside, a
+    corrupt file)."""
+    h, w = shape
+    if not isinstance(points, list):
+        raise ValueError("a polygon is not a list of points")
+    if len(points) > MAX_POLYGON_POINTS * (2 if flat else 1):
+        raise ValueError(f"a polygon has more than {MAX_POLYGON_POINTS} points")
+    pts = np.asarray(points, np.float64)
+    if pts.size % 2:
+        raise ValueError("a polygon has an odd number of coordinates")
+    pts = pts.reshape(-1, 2)
+    if not np.isfinite(pts).all():
+        raise ValueError("a polygon has a NaN or infinite coordinate")
+    margin = max(h, w)
+    far = (pts < -margin) | (pts > np.array([w, h]) + margin)
+    if far.any():
+        x, y = pts[np.flatnonzero(far.any(axis=1))[0]]
+        raise ValueError(f"polygon point ({x:g}, {y:g}) lies far outside the {w} x {h} image")
+    return pts
+
+
 def fill_polygons(
-    shape: tuple[int, int], polygons: Iterable[tuple[bool, Sequence[Sequence[float]]]]
+    shape: tuple[int, int],
+    polygons: Iterable[tuple[bool, Sequence[Sequence[float]]]],
+    *,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """(H, W) uint8 {0, 1}: each polygon drawn in order, filled with 1 (hand) or 0."""
+    """(H, W) uint8 {0, 1}: each polygon drawn in order, filled with 1 (hand) or 0; drawn
+    onto ``out`` (an (H, W) uint8 mask, returned) when given, at a cost of the polygons'
+    area rather than of the whole mask."""
     import cv2
 
-    out = np.zeros(shape, np.uint8)
+    out = np.zeros(shape, np.uint8) if out is None else out
     for is_hand, points in polygons:
         pts = np.round(np.asarray(points, np.float64)).astype(np.int32).reshape(-1, 1, 2)
         if len(pts):

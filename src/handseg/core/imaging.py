@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from handseg.core.constants import IMAGE_EXTS, IMAGENET_MEAN, IMAGENET_STD
-from handseg.core.errors import HandsegError
+from handseg.core.errors import HandsegError, check_pixels
 from handseg.core.mask_sources import read_annotation_mask
 from handseg.core.outputs import is_side_file
 
@@ -86,8 +86,10 @@ def _open(
 
     Returns the decoded image and its stored (W, H) before any draft reduction.
 
-    PIL's decompression-bomb guard stays on (its default limit, ~179 MP, raises); the
-    warning PIL gives between ~89 and ~179 MP is silenced as big camera photos are fine.
+    The size the header declares is checked against the pixel budget
+    (:func:`~handseg.core.errors.check_pixels`) before any pixel is decoded. PIL's own
+    decompression-bomb guard stays on behind it (~179 MP, a ceiling for a raised budget);
+    its warning between ~89 and ~179 MP is silenced as big camera photos are fine.
     With ``draft_hw`` (H, W) a JPEG may decode at 1/2, 1/4 or 1/8 scale, never below it.
     """
     path = Path(path)
@@ -106,6 +108,7 @@ def _open(
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 stored_wh = im.size
+                check_pixels(*stored_wh, f"{what} {path}")
                 if draft_hw is not None and im.format == "JPEG":
                     _draft(im, draft_hw)
                 im.load()
@@ -118,7 +121,9 @@ def _open(
         raise HandsegError(
             f"cannot read {what} {path}: permission denied; make it readable or remove it"
         ) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+    except HandsegError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - PIL's decoders raise many types on bad bytes
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise HandsegError(
             f"cannot read {what} {path}: {reason}; the file is truncated, corrupt or not an "

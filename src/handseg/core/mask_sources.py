@@ -13,15 +13,22 @@ is the annotation of image ``photo1.jpg`` inside the COCO file ``labels.json``, 
 ``cvat.zip/SegmentationClass/photo1.png`` the zip member. Such paths pair by their stem
 like files, are stored in ``split.json`` relative to the ``--masks`` path, and
 :func:`handseg.core.imaging.read_mask` decodes them (:func:`read_annotation_mask`).
-Every unreadable or malformed file raises :class:`HandsegError` naming it.
+Every unreadable or malformed file raises :class:`HandsegError` naming it (and the member
+or annotation at fault), before anything is allocated for it: sizes are checked against the
+pixel budget (:func:`~handseg.core.errors.check_pixels`) and the file's structure against
+the limits below (JSON size, zip members and their sizes, shapes per image, polygon points;
+every count, size and coordinate a finite integer or number in range).
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import json
 import logging
+import struct
+import warnings
 import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -29,14 +36,17 @@ from typing import Any
 import numpy as np
 
 from handseg.core.annotations import (
+    as_int,
     decode_rle,
     fill_polygons,
     hand_from_colours,
     is_hand_label,
     parse_labelmap,
+    polygon_points,
+    rle_size,
 )
 from handseg.core.constants import IMAGE_EXTS
-from handseg.core.errors import HandsegError
+from handseg.core.errors import HandsegError, check_pixels, max_pixels
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +63,36 @@ CVAT_OBJECT_DIR = "SegmentationObject"
 """Instance masks in a CVAT zip (indices coloured by Pascal VOC's colour map); handseg
 writes them and reads the class masks only."""
 
+# Structural limits of annotation files (the pixel budget is core.constants.MAX_MEGAPIXELS).
+MAX_JSON_MB = 256
+"""Largest COCO or LabelMe JSON read, in MiB (parsed, a JSON file takes several times its
+size in memory)."""
+MAX_ZIP_MEMBERS = 100_000
+"""Most members of a CVAT zip (a class and an object mask per photo: 50 000 photos)."""
+MAX_ZIP_DIRECTORY_BYTES = 256 * MAX_ZIP_MEMBERS
+"""Largest zip central directory, which Python's zipfile parses whole on opening."""
+MAX_ZIP_TOTAL_GB = 32
+"""Most uncompressed bytes (GiB) that the members of a CVAT zip may declare in all."""
+MAX_LABELMAP_BYTES = 1 << 20
+"""Largest ``labelmap.txt``."""
+MAX_SHAPES = 2_000
+"""Most shapes of one LabelMe file, and most hand segmentations of one COCO image."""
+
+
+def _member_limit() -> int:
+    """Largest uncompressed zip member read as a mask: a PNG of the pixel budget at 4
+    bytes a pixel, and 1 MiB of headers."""
+    return 4 * max_pixels() + (1 << 20)
+
 
 def _load_json(path: Path) -> Any:
     try:
+        size = path.stat().st_size
+        if size > MAX_JSON_MB << 20:
+            raise HandsegError(
+                f"{path} is {size / 2**20:.0f} MiB, more than the {MAX_JSON_MB} MiB handseg "
+                "reads as one annotation file; split it (e.g. one COCO file per folder)"
+            )
         return json.loads(path.read_bytes())
     except json.JSONDecodeError as exc:
         raise HandsegError(
@@ -64,6 +101,12 @@ def _load_json(path: Path) -> Any:
         ) from None
     except UnicodeDecodeError:
         raise HandsegError(f"{path} is not a text (JSON) file; check the path") from None
+    except ValueError as exc:  # e.g. a number of more digits than Python converts
+        raise HandsegError(f"{path} is not valid JSON ({exc}); re-export it") from None
+    except RecursionError:
+        raise HandsegError(
+            f"{path} nests lists or objects too deeply to be an annotation file; re-export it"
+        ) from None
     except OSError as exc:
         raise HandsegError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -205,75 +248,166 @@ def _lookup(container: Path, member: str):
 # --- COCO ----------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=8)
 def coco_index(path: str, _mtime: int, _size: int) -> tuple[dict[str, Any], set[int]]:
-    """``({file_name: (H, W, [segmentation, ...])}, hand category ids)`` of a COCO file;
-    cached per file version."""
+    """``({file_name: (H, W, [(annotation label, segmentation), ...])}, hand category
+    ids)`` of a COCO file; cached per file version. Duplicate image ids or file names, an
+    annotation whose image the file does not list, and fields of the wrong type raise
+    :class:`HandsegError` naming the file and the entry."""
     p = Path(path)
     doc = _load_json(p)
     if not _is_coco(doc):
         raise HandsegError(f"{p} is not a COCO JSON (needs 'images' and 'annotations' lists)")
     try:
-        cats = doc.get("categories") or []
-        hand_ids = {int(c["id"]) for c in cats if is_hand_label(c.get("name", ""))}
-        if not cats:  # no categories: every annotation is hand
-            hand_ids = {int(a.get("category_id", 0)) for a in doc["annotations"]}
-        by_id: dict[int, str] = {}
-        index: dict[str, Any] = {}
-        for im in doc["images"]:
-            name = str(im["file_name"])
-            by_id[int(im["id"])] = name
-            index[name] = (int(im["height"]), int(im["width"]), [])
-        for a in doc["annotations"]:
-            if int(a.get("category_id", -1)) in hand_ids:
-                index[by_id[int(a["image_id"])]][2].append(a["segmentation"])
+        hand_ids = _coco_hand_ids(doc)
+        by_id, index = _coco_images(doc["images"])
+        for k, a in enumerate(doc["annotations"]):
+            if not isinstance(a, dict):
+                raise ValueError(f"annotations[{k}] is not an object")
+            label = f"annotation {_shown_id(a.get('id'), k)}"
+            image_id = as_int(a.get("image_id"), f"the image_id of {label}")
+            if image_id not in by_id:
+                raise ValueError(f"{label} is of image id {image_id}, which 'images' lacks")
+            if as_int(a.get("category_id", -1), f"the category_id of {label}") not in hand_ids:
+                continue
+            if "segmentation" not in a:
+                raise ValueError(f"{label} has no segmentation")
+            segs = index[by_id[image_id]][2]
+            segs.append((label, a["segmentation"]))
+            if len(segs) > MAX_SHAPES:
+                raise ValueError(f"image {by_id[image_id]} has more than {MAX_SHAPES} hands")
     except (KeyError, TypeError, ValueError) as exc:
         raise HandsegError(
-            f"{p} is not a valid COCO file: an image or annotation lacks or mistypes a field "
-            f"({type(exc).__name__}: {exc}); COCO needs images[id, file_name, height, width] "
-            "and annotations[image_id, category_id, segmentation]"
+            f"{p} is not a valid COCO file: {_reason(exc)}; COCO needs images[id, file_name, "
+            "height, width] and annotations[image_id, category_id, segmentation]"
         ) from None
     return index, hand_ids
 
 
+def _coco_hand_ids(doc: dict) -> set[int]:
+    """The category ids whose names are hand labels (every id when there are no categories)."""
+    cats = doc.get("categories") or []
+    if not isinstance(cats, list):
+        raise ValueError("'categories' is not a list")
+    if not cats:  # no categories: every annotation is hand
+        return {
+            as_int(a.get("category_id", 0), f"annotations[{k}].category_id")
+            for k, a in enumerate(doc["annotations"])
+            if isinstance(a, dict)
+        }
+    ids = set()
+    for k, c in enumerate(cats):
+        if not isinstance(c, dict):
+            raise ValueError(f"categories[{k}] is not an object")
+        if is_hand_label(c.get("name", "")):
+            ids.add(as_int(c.get("id"), f"categories[{k}].id"))
+    return ids
+
+
+def _coco_images(images: list) -> tuple[dict[int, str], dict[str, Any]]:
+    """``({image id: file name}, {file name: (H, W, [])})``; raises ValueError on a
+    duplicate id or name, a missing or mistyped field, or a size that is not positive."""
+    by_id: dict[int, str] = {}
+    index: dict[str, Any] = {}
+    for k, im in enumerate(images):
+        if not isinstance(im, dict):
+            raise ValueError(f"images[{k}] is not an object")
+        image_id = as_int(im.get("id"), f"images[{k}].id")
+        name = im.get("file_name")
+        if not isinstance(name, str) or not name.strip() or "\0" in name:
+            raise ValueError(f"images[{k}].file_name is not a file name")
+        if image_id in by_id:
+            raise ValueError(f"image id {image_id} is used twice ({by_id[image_id]}, {name})")
+        if name in index:
+            raise ValueError(f"two images are called {name}")
+        h, w = (as_int(im.get(key), f"the {key} of image {name}") for key in ("height", "width"))
+        if h < 1 or w < 1:
+            raise ValueError(f"image {name} is {w} x {h} (W x H), not a positive size")
+        by_id[image_id] = name
+        index[name] = (h, w, [])
+    return by_id, index
+
+
+def _shown_id(value: Any, k: int) -> str:
+    """An annotation's id as a message names it (its position when the id is unusable)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"id {value}"
+    return f"annotations[{k}]"
+
+
+def _reason(exc: Exception) -> str:
+    """One line for a KeyError/TypeError/ValueError raised while reading a file's fields."""
+    if isinstance(exc, KeyError):
+        return f"a field is missing ({exc})"
+    if isinstance(exc, RuntimeError) and "encrypted" in str(exc):  # zipfile's wording
+        return "a member is encrypted; export the task without a password"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"a field has the wrong type ({text})" if isinstance(exc, TypeError) else text
+
+
 def _coco_mask(container: Path, member: str) -> np.ndarray:
     h, w, segs = coco_index(*stamp(container))[0][member]
+    check_pixels(w, h, f"{container}: image {member}")
     out = np.zeros((h, w), np.uint8)
-    for seg in segs:
+    for label, seg in segs:
         try:
-            if isinstance(seg, dict):
-                part = decode_rle(seg)
-            else:  # polygons: [[x0, y0, x1, y1, ...], ...]
-                polys = [(True, np.asarray(p, float).reshape(-1, 2)) for p in seg]
-                part = fill_polygons((h, w), polys)
+            if isinstance(seg, dict):  # RLE
+                rh, rw = rle_size(seg)
+                if (rh, rw) != (h, w):
+                    raise HandsegError(
+                        f"{container}: {label} of {member} is an RLE of {rw} x {rh} but the "
+                        f"image entry says {w} x {h} (W x H); re-export the file"
+                    )
+                out |= decode_rle(seg)
+            elif isinstance(seg, list):  # polygons: [[x0, y0, x1, y1, ...], ...]
+                polys = [(True, polygon_points(poly, (h, w), flat=True)) for poly in seg]
+                fill_polygons((h, w), polys, out=out)
+            else:
+                raise ValueError("it is neither an RLE object nor a list of polygons")
         except (KeyError, TypeError, ValueError) as exc:
             raise HandsegError(
-                f"{container}: a segmentation of {member} is malformed ({exc})"
+                f"{container}: {label} of {member} is malformed: {_reason(exc)}"
             ) from None
-        if part.shape != (h, w):
-            raise HandsegError(
-                f"{container}: a segmentation of {member} is {part.shape[1]} x {part.shape[0]} "
-                f"but the image entry says {w} x {h} (W x H)"
-            )
-        out |= part
     return out
 
 
 # --- CVAT ----------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=8)
 def cvat_index(path: str, _mtime: int, _size: int) -> tuple[dict, list[str]]:
-    """``(labelmap, mask member names)`` of a CVAT zip; cached per file version."""
+    """``(labelmap, mask member names)`` of a CVAT zip; cached per file version. A zip of
+    more members, a larger directory or more uncompressed bytes than the limits above is
+    refused from its directory, before the members are listed."""
     p = Path(path)
+    _check_zip_directory(p)
     try:
         with zipfile.ZipFile(p) as z:
-            names = z.namelist()
-            lm = next((n for n in names if PurePosixPath(n).name == CVAT_LABELMAP), None)
+            infos = z.infolist()
+            if len(infos) > MAX_ZIP_MEMBERS:
+                raise HandsegError(
+                    f"zip {p} holds {len(infos)} members, more than the {MAX_ZIP_MEMBERS} "
+                    "of a CVAT export handseg reads; split the task"
+                )
+            total = sum(i.file_size for i in infos)
+            if total > MAX_ZIP_TOTAL_GB << 30:
+                raise HandsegError(
+                    f"zip {p} declares {total / 2**30:.0f} GiB uncompressed, more than the "
+                    f"{MAX_ZIP_TOTAL_GB} GiB of a CVAT export handseg reads; split the task"
+                )
+            names = [i.filename for i in infos]
+            lm = next((i for i in infos if PurePosixPath(i.filename).name == CVAT_LABELMAP), None)
             if lm is None or not any(f"{CVAT_CLASS_DIR}/" in n for n in names):
                 raise HandsegError(
                     f"zip {p} is not a CVAT Segmentation mask 1.1 export: it needs "
                     f"{CVAT_LABELMAP} and {CVAT_CLASS_DIR}/*.png"
                 )
+            if lm.file_size > MAX_LABELMAP_BYTES:
+                raise HandsegError(
+                    f"{lm.filename} in zip {p} declares {lm.file_size} bytes, more than a "
+                    f"labelmap's {MAX_LABELMAP_BYTES}; re-export the task"
+                )
             labelmap = parse_labelmap(z.read(lm).decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, ValueError) as exc:
-        raise HandsegError(f"cannot read CVAT zip {p}: {exc}") from None
+    except HandsegError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile and zlib raise many types on bad bytes
+        raise HandsegError(f"cannot read CVAT zip {p}: {_reason(exc)}; re-export it") from None
     masks = [
         n
         for n in names
@@ -283,16 +417,60 @@ def cvat_index(path: str, _mtime: int, _size: int) -> tuple[dict, list[str]]:
     return labelmap, masks
 
 
+def _check_zip_directory(path: Path) -> None:
+    """Refuse a zip whose end record declares more members or a larger central directory
+    than the limits, before :class:`zipfile.ZipFile` parses that directory into memory. A
+    zip without a readable end record is left to zipfile to refuse."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            size = f.tell()
+            f.seek(max(0, size - (22 + 0xFFFF)))
+            tail = f.read()
+    except OSError as exc:
+        raise HandsegError(f"cannot read {path}: {exc.strerror or exc}") from None
+    at = len(tail) - 22 if tail[-22:-18] == b"PK\x05\x06" else tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return
+    *_, members, directory, _offset, _comment = struct.unpack("<4s4H2LH", tail[at : at + 22])
+    if (members == 0xFFFF or directory == 0xFFFFFFFF) and at >= 76:  # zip64: its own record
+        record = tail[at - 76 : at - 20]
+        if record[:4] == b"PK\x06\x06":
+            *_, members, directory, _offset = struct.unpack("<4sQ2H2L4Q", record)
+    if members > MAX_ZIP_MEMBERS or directory > MAX_ZIP_DIRECTORY_BYTES:
+        raise HandsegError(
+            f"zip {path} declares {members} members in a {directory / 2**20:.0f} MiB "
+            f"directory, more than the {MAX_ZIP_MEMBERS} members of a CVAT export handseg "
+            "reads; split the task"
+        )
+
+
 def _cvat_mask(container: Path, member: str, labelmap: dict) -> np.ndarray:
     from PIL import Image
 
+    what = f"{member} in CVAT zip {container}"
     try:
         with zipfile.ZipFile(container) as z:
-            data = z.read(member)
-        with Image.open(io.BytesIO(data)) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise HandsegError(f"cannot read {member} in CVAT zip {container}: {exc}") from None
+            info = z.getinfo(member)
+            if info.file_size > _member_limit():
+                raise HandsegError(
+                    f"{what} declares {info.file_size / 2**20:.0f} MiB uncompressed, more "
+                    "than a mask within the pixel limit; re-export the task"
+                )
+            data = z.read(info)
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+            check_pixels(*struct.unpack(">II", data[16:24]), what)  # before PIL's own check
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                check_pixels(*im.size, what)
+                rgb = np.asarray(im.convert("RGB"))
+    except HandsegError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise HandsegError(f"{what} is too large to decode safely ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - zipfile, zlib and PIL raise many types
+        raise HandsegError(f"cannot read {what}: {_reason(exc)}; re-export it") from None
     return hand_from_colours(rgb, labelmap)
 
 
@@ -301,35 +479,101 @@ def _labelme_mask(path: Path, doc: Any) -> np.ndarray:
     """Shapes drawn in file order: hand labels fill 1, background labels 0 (holes)."""
     import cv2
 
-    try:
-        h, w = int(doc["imageHeight"]), int(doc["imageWidth"])
-        shapes = list(doc["shapes"])
-    except (KeyError, TypeError, ValueError):
-        raise HandsegError(
-            f"LabelMe file {path} lacks imageHeight, imageWidth or shapes; re-save it in LabelMe"
-        ) from None
+    h, w, shapes = _labelme_header(path, doc)
+    check_pixels(w, h, f"LabelMe file {path}")
     out = np.zeros((h, w), np.uint8)
     for k, s in enumerate(shapes):
         try:
             kind = s.get("shape_type") or "polygon"
-            pts = np.asarray(s["points"], float).reshape(-1, 2)
+            pts = polygon_points(s["points"], (h, w))
             value = 1 if is_hand_label(s.get("label", "")) else 0
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise HandsegError(f"LabelMe file {path}: shape {k} has no valid points") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            why = "" if isinstance(exc, (KeyError, AttributeError)) else f" ({_reason(exc)})"
+            raise HandsegError(f"LabelMe file {path}: shape {k} has no valid points{why}") from None
+        if kind in ("rectangle", "circle") and len(pts) != 2:
+            raise HandsegError(
+                f"LabelMe file {path}: shape {k} is a {kind} of {len(pts)} points, not 2"
+            )
         if kind == "polygon":
-            layer = fill_polygons((h, w), [(True, pts)])
-            out[layer.astype(bool)] = value
-        elif kind == "rectangle" and len(pts) == 2:
+            fill_polygons((h, w), [(value == 1, pts)], out=out)
+        elif kind == "rectangle":
             (x0, y0), (x1, y1) = np.round(pts).astype(int)
             cv2.rectangle(out, (x0, y0), (x1, y1), value, thickness=cv2.FILLED)
-        elif kind == "circle" and len(pts) == 2:
+        elif kind == "circle":
             centre = tuple(int(v) for v in np.round(pts[0]))
             cv2.circle(out, centre, int(round(np.hypot(*(pts[1] - pts[0])))), value, cv2.FILLED)
         elif kind in ("point", "line", "linestrip", "points"):
             continue  # no area
         else:
             raise HandsegError(
-                f"LabelMe file {path}: shape {k} is a {kind!r}; handseg reads polygon, "
-                "rectangle and circle shapes"
+                f"LabelMe file {path}: shape {k} is a {str(kind)[:40]!r}; handseg reads "
+                "polygon, rectangle and circle shapes"
             )
     return out
+
+
+def _labelme_header(path: Path, doc: Any) -> tuple[int, int, list]:
+    """``(H, W, shapes)`` of a LabelMe document. The size is ``imageHeight``/``imageWidth``;
+    an embedded photo (``imageData``) must have the same size (read from its header), and
+    gives the size where the two fields are missing."""
+    try:
+        shapes = list(doc["shapes"])
+        h, w = doc.get("imageHeight"), doc.get("imageWidth")
+    except (KeyError, TypeError, AttributeError):
+        shapes = None
+    if shapes is None or ((h is None or w is None) and not doc.get("imageData")):
+        raise HandsegError(
+            f"LabelMe file {path} lacks imageHeight, imageWidth or shapes; re-save it in LabelMe"
+        )
+    if len(shapes) > MAX_SHAPES:
+        raise HandsegError(
+            f"LabelMe file {path} holds {len(shapes)} shapes, more than the {MAX_SHAPES} of "
+            "one photo handseg reads"
+        )
+    try:
+        if h is not None and w is not None:
+            h, w = as_int(h, "imageHeight"), as_int(w, "imageWidth")
+            if h < 1 or w < 1:
+                raise ValueError(f"imageWidth x imageHeight is {w} x {h}, not a positive size")
+    except ValueError as exc:
+        raise HandsegError(f"LabelMe file {path}: {exc}; re-save it in LabelMe") from None
+    embedded = _embedded_size(path, doc.get("imageData"))
+    if embedded is not None:
+        if h is None or w is None:
+            h, w = embedded
+        elif embedded != (h, w):
+            raise HandsegError(
+                f"LabelMe file {path}: imageWidth x imageHeight say {w} x {h} but its "
+                f"imageData is a {embedded[1]} x {embedded[0]} photo; re-save it in LabelMe"
+            )
+    return h, w, shapes
+
+
+def _embedded_size(path: Path, data: Any) -> tuple[int, int] | None:
+    """(H, W) of a LabelMe file's ``imageData`` (base64 photo; EXIF orientation applied, as
+    LabelMe applies it), read from the header only; None when there is none."""
+    from PIL import Image
+
+    if data is None or data == "":
+        return None
+    what = f"LabelMe file {path}: its imageData"
+    try:
+        if not isinstance(data, str):
+            raise ValueError(f"it is a {type(data).__name__}, not base64 text")
+        raw = base64.b64decode(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as im:
+                w, h = im.size
+                try:
+                    turned = int(im.getexif().get(0x0112, 1)) in (5, 6, 7, 8)
+                except Exception:  # noqa: BLE001 - malformed EXIF: upright, as viewers do
+                    turned = False
+    except Image.DecompressionBombError as exc:
+        raise HandsegError(f"{what} is too large to decode safely ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - base64 and PIL raise many types on bad bytes
+        raise HandsegError(
+            f"{what} is not a readable image ({_reason(exc)}); re-save the file in LabelMe"
+        ) from None
+    check_pixels(w, h, what)
+    return (w, h) if turned else (h, w)

@@ -21,10 +21,14 @@ sizes (masks of another size are resized, nearest neighbour). Without it a mask
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import shutil
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +52,12 @@ from handseg.core.annotations import (
 from handseg.core.constants import CLASS_NAMES, __version__
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import fit_mask_to_image, list_images, read_image_full, read_mask
-from handseg.core.io import atomic_save_image, atomic_write_bytes, atomic_write_json
+from handseg.core.io import (
+    atomic_save_image,
+    atomic_write_bytes,
+    atomic_write_json,
+    write_error,
+)
 from handseg.core.mask_sources import (
     CVAT_CLASS_DIR,
     CVAT_LABELMAP,
@@ -142,9 +151,19 @@ def convert_masks(
         raise HandsegError(f"tolerance {tolerance} must be >= 0 pixels")
     fmt, entries = _items(masks, images)
     out = Path(out)
-    items = (
-        _load(*e) for e in tqdm(entries, desc=f"convert to {to}", unit="mask", disable=not progress)
-    )
+    bar = tqdm(entries, desc=f"convert to {to}", unit="mask", disable=not progress)
+    items = (_load(*e) for e in bar)
+    with contextlib.closing(bar):  # closed before an error is printed, not over its line
+        path, written, n_ann = _write(items, to, out, tolerance)
+    log.info("read %s from %s", FORMAT_NAMES[fmt], masks)
+    return {"from": fmt, "to": to, "out": str(path), "images": written, "annotations": n_ann}
+
+
+def _write(items: Iterator[_Item], to: str, out: Path, tolerance: float) -> tuple[Path, int, int]:
+    """Write ``items`` as ``to`` under ``out``; returns (path written, images, annotations)."""
+    # coco and cvat are one file written at the end; the folder formats are written to a
+    # hidden folder inside OUT and moved in at the end: a mask that cannot be read leaves
+    # nothing of the run in OUT.
     if to == "coco":
         path = out if out.suffix.lower() == ".json" else out / "annotations.json"
         written, n_ann = write_coco(items, path)
@@ -152,18 +171,44 @@ def convert_masks(
         path = out if out.suffix.lower() == ".zip" else out / "cvat-masks.zip"
         written, n_ann = write_cvat(items, path)
     elif to == "labelme":
-        path, (written, n_ann) = out, write_labelme(items, out, tolerance=tolerance)
+        with _staged(out) as stage:
+            path, (written, n_ann) = out, write_labelme(items, out, tolerance=tolerance, into=stage)
     else:
         path, n_ann, written = out, 0, 0
-        for item in items:
-            target = out / f"{item.base}_mask.png"
-            if to == "png":
-                save_mask_png(item.mask, target)
-            else:
-                save_palette_png(item.mask, target)
-            written += 1
-    log.info("read %s from %s", FORMAT_NAMES[fmt], masks)
-    return {"from": fmt, "to": to, "out": str(path), "images": written, "annotations": n_ann}
+        with _staged(out) as stage:
+            for item in items:
+                target = stage / f"{item.base}_mask.png"
+                if to == "png":
+                    save_mask_png(item.mask, target)
+                else:
+                    save_palette_png(item.mask, target)
+                written += 1
+    return path, written, n_ann
+
+
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A hidden folder inside ``out`` to write into; its files are moved into ``out`` when
+    the block succeeds. On any error it is removed, and so is ``out`` when this created it
+    and it is still empty."""
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".handseg-convert-", dir=out))
+    except OSError as exc:
+        raise write_error(out, exc) from None
+    done = False
+    try:
+        yield stage
+        for f in sorted(stage.iterdir()):
+            os.replace(f, out / f.name)
+        done = True
+    except OSError as exc:
+        raise write_error(out, exc) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not done and created and not any(out.iterdir()):
+            out.rmdir()
 
 
 def save_palette_png(mask: np.ndarray, path: str | Path) -> Path:
@@ -254,17 +299,21 @@ def labelme_doc(mask: np.ndarray, image_path: str, *, tolerance: float = DEFAULT
     }
 
 
-def write_labelme(items, out: str | Path, *, tolerance: float = DEFAULT_TOLERANCE):
+def write_labelme(
+    items, out: str | Path, *, tolerance: float = DEFAULT_TOLERANCE, into: Path | None = None
+):
     """``out/<name>.json`` per photo; ``imagePath`` is relative to ``out`` when the photo
-    is known. Returns (files, shapes)."""
+    is known. ``into``: the folder the files are written to, to be moved into ``out``
+    later (default ``out`` itself). Returns (files, shapes)."""
     out = Path(out)
+    into = out if into is None else Path(into)
     files = shapes = 0
     for item in items:
         image_path = item.file_name
         if item.image_path is not None:
             image_path = Path(os.path.relpath(item.image_path.resolve(), out.resolve())).as_posix()
         doc = labelme_doc(item.mask, image_path, tolerance=tolerance)
-        atomic_write_json(out / f"{item.base}.json", doc)
+        atomic_write_json(into / f"{item.base}.json", doc)
         files += 1
         shapes += len(doc["shapes"])
     return files, shapes

@@ -106,25 +106,36 @@ def _tally(pairs: PairList, hand_value: int | Sequence[int] | str | None) -> _Ta
     n = len(pairs)
     sample_idx = set(np.linspace(0, n - 1, min(n, _MAX_SAMPLES)).round().astype(int).tolist())
     t = _Tally()
-    for i, (image_path, mask_path) in enumerate(
-        tqdm(pairs, desc="reading", unit="pair", disable=None)
-    ):
-        # Decoding the whole photo (at reduced JPEG scale) also proves it is readable.
-        thumb, (h, w) = read_image_full(image_path, draft_hw=_THUMB_HW)
-        mask = read_mask(mask_path, hand_value=hand_value)
-        t.image_sizes[(w, h)] += 1
-        t.mask_sizes[(mask.shape[1], mask.shape[0])] += 1
-        fitted = fit_mask_to_image(mask, (h, w), name=str(mask_path))  # (H, W) {0, 1}
-        p, ip = label_counts([fitted], num_classes=len(CLASS_NAMES))
-        t.pixel += p
-        t.image_pixel += ip
-        t.shares.append(float(fitted.mean()))
-        if i in sample_idx:
-            scale = min(1.0, _THUMB_HW[1] * 1.5 / w)
-            hw = (max(1, round(h * scale)), max(1, round(w * scale)))
-            sample = (image_path.name, resize_image(thumb, hw), resize_mask(mask, hw))
-            t.samples.append((*sample, t.shares[-1]))
+    with tqdm(pairs, desc="reading", unit="pair", disable=None) as bar:  # closed on an error
+        for i, (image_path, mask_path) in enumerate(bar):
+            _tally_pair(t, image_path, mask_path, hand_value, i in sample_idx)
     return t
+
+
+def _tally_pair(
+    t: _Tally,
+    image_path: Path,
+    mask_path: Path,
+    hand_value: int | Sequence[int] | str | None,
+    sample: bool,
+) -> None:
+    """Add one pair to ``t`` (and its thumbnail to the samples when ``sample``)."""
+    # Decoding the whole photo (at reduced JPEG scale) also proves it is readable.
+    thumb, (h, w) = read_image_full(image_path, draft_hw=_THUMB_HW)
+    mask = read_mask(mask_path, hand_value=hand_value)
+    t.image_sizes[(w, h)] += 1
+    t.mask_sizes[(mask.shape[1], mask.shape[0])] += 1
+    fitted = fit_mask_to_image(mask, (h, w), name=str(mask_path))  # (H, W) {0, 1}
+    p, ip = label_counts([fitted], num_classes=len(CLASS_NAMES))
+    t.pixel += p
+    t.image_pixel += ip
+    t.shares.append(float(fitted.mean()))
+    if sample:
+        scale = min(1.0, _THUMB_HW[1] * 1.5 / w)
+        hw = (max(1, round(h * scale)), max(1, round(w * scale)))
+        t.samples.append(
+            (image_path.name, resize_image(thumb, hw), resize_mask(mask, hw), t.shares[-1])
+        )
 
 
 def _class_table(pixel: np.ndarray, image_pixel: np.ndarray) -> list[dict[str, Any]]:

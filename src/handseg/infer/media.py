@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from handseg.core.constants import IMAGE_EXTS, VIDEO_EXTS
-from handseg.core.errors import HandsegError
+from handseg.core.errors import HandsegError, check_pixels
 from handseg.core.imaging import natural_key, read_image
 from handseg.core.io import atomic_save_image, atomic_write_json
 from handseg.core.outputs import hands_file, instance_file, mask_file, overlay_file
@@ -299,11 +299,18 @@ def predict_video(
 
 
 def _open_capture(source: str | Path | int, name: str) -> cv2.VideoCapture:
-    """An opened ``cv2.VideoCapture`` on a file or camera index; HandsegError otherwise."""
+    """An opened ``cv2.VideoCapture`` on a file or camera index whose frames fit the pixel
+    budget; HandsegError otherwise."""
     if not isinstance(source, int) and not Path(source).is_file():
         raise HandsegError(f"video {source} does not exist; check the path")
     cap = cv2.VideoCapture(source if isinstance(source, int) else str(source))
     if cap.isOpened():
+        w, h = (int(cap.get(p) or 0) for p in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        try:
+            check_pixels(w, h, f"a frame of {name}")  # the size the stream declares
+        except HandsegError:
+            cap.release()
+            raise
         return cap
     if isinstance(source, int):
         raise HandsegError(
