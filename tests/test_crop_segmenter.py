@@ -140,8 +140,8 @@ def _hand_at(cx: float, cy: float, scale: float) -> Hand:
         pts += [(dx * 0.8, -base - 0.5 * k) for k in range(4)]
     xy = np.array([(cx + scale * x, cy + scale * y) for x, y in pts], np.float32)
     lm = np.column_stack([xy, np.zeros(21, np.float32)])
-    return Hand(lm, (xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()),
-                "right", 0.9, 0.9, 0.9)  # fmt: skip
+    box = tuple(float(v) for v in (*xy.min(0), *xy.max(0)))
+    return Hand(lm, box, "right", 0.9, 0.9, 0.9)
 
 
 class _RedIsHand(CropSegNet):
@@ -311,10 +311,56 @@ def test_preset_hands_model_in_cli_collection_and_serve(hands_run, tmp_path, mon
     from handseg.app.serve import Segmenter, create_app
 
     client = TestClient(create_app(Segmenter(hands_run / "model.pt")))
-    with (photos / "x1.png").open("rb") as f:
-        r = client.post("/api/segment", files={"file": ("x1.png", f, "image/png")})
-    assert r.status_code == 200
+    r = client.post("/api/segment", files={"image": ("x1.png", (photos / "x1.png").read_bytes())})
+    assert r.status_code == 200, r.text
     import io
 
     served = np.asarray(Image.open(io.BytesIO(r.content)))
     np.testing.assert_array_equal(served > 0, single > 0)
+
+
+def test_cuff_arms_add_hand_pixels_up_to_a_sleeve_and_never_remove_any():
+    from handseg.synth.compositing import BackgroundComposite
+
+    img = np.full((200, 160, 3), 80, np.uint8)
+    mask = np.zeros((200, 160), np.uint8)
+    mask[40:150, 50:110] = 1
+    mask[0:5, 0:5] = 255
+    img[mask == 1] = (210, 160, 130)
+    cuff = BackgroundComposite(p=1.0, arm_prob=1.0, bare_arm_share=1.0, cuff_prob=1.0)
+    grew = 0
+    for seed in range(6):
+        out, new = cuff(img, mask, np.random.default_rng(seed))
+        assert (new[mask == 1] == 1).all() and (new[mask == 255] == 255).all()
+        added = (new == 1) & (mask == 0)
+        grew += added.any()
+        assert not added[:40].any()  # the forearm runs from the wrist (bottom) outwards
+        if added.any():  # the added forearm is skin-coloured, like the hand
+            assert np.abs(out[added].mean(0) - (210, 160, 130)).max() < 40
+    assert grew == 6
+    sleeves = BackgroundComposite(p=1.0, arm_prob=1.0, bare_arm_share=0.0, cuff_prob=1.0)
+    for seed in range(3):
+        _, new = sleeves(img, mask, np.random.default_rng(seed))
+        np.testing.assert_array_equal(new, mask)  # sleeves only: labels unchanged
+
+
+def test_a_mask_at_the_crop_border_gets_a_larger_second_crop():
+    from handseg.infer.crops import crop_transform, grown_transform
+
+    hand = _hand_at(100, 100, 10)
+    m = crop_transform(hand.landmarks, 64, 0.3)
+    inside = np.zeros((64, 64), bool)
+    inside[20:40, 20:40] = True
+    assert grown_transform(m, inside, 0.3) is None
+    forearm = inside.copy()
+    forearm[30:64, 25:38] = True  # runs out of the crop's bottom edge
+    m2 = grown_transform(m, forearm, 0.3)
+    assert m2 is not None
+    scale = np.hypot(*m[:, 0]), np.hypot(*m2[:, 0])
+    assert scale[1] < scale[0]  # zoomed out ...
+    assert scale[1] >= scale[0] / 2 - 1e-9  # ... by at most 2x
+    # the landmarks stay inside the new crop, and the forearm's end moved inwards
+    lm2 = hand.landmarks[:, :2] @ m2[:, :2].T + m2[:, 2]
+    assert (lm2 >= 0).all() and (lm2 < 64).all()
+    bottom = np.linalg.solve(np.vstack([m[:, :2]]), np.array([31.0, 63.0]) - m[:, 2])
+    assert (m2[:, :2] @ bottom + m2[:, 2])[1] < 63
