@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from handseg.core.constants import __version__
+from handseg.core.constants import MAX_MEGAPIXELS, __version__
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import check_aspect, read_image, read_mask
 from handseg.core.rundir import RunDir
@@ -73,7 +73,7 @@ class ServeLimits:
 
     max_upload_mb: float = 20.0
     """Largest request body, in MB (10^6 bytes); larger ones get 413 before being read."""
-    max_megapixels: float = 50.0
+    max_megapixels: float = MAX_MEGAPIXELS
     """Largest image (or mask), in millions of pixels, measured before decoding (413)."""
     workers: int = 2
     """Requests decoded and segmented at the same time (the network runs one at a time)."""

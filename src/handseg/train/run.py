@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from handseg.core.config import TrainConfig, resolve_config, save_config
 from handseg.core.constants import IMAGENET_MEAN, IMAGENET_STD
 from handseg.core.device import accelerator, training_precision
-from handseg.core.errors import HandsegError
+from handseg.core.errors import HandsegError, check_pixels
 from handseg.core.imaging import fit_mask_to_image, read_mask
 from handseg.core.io import write_error
 from handseg.core.rundir import RunDir
@@ -193,8 +193,11 @@ def _validate_files(pairs, cfg: TrainConfig, progress: bool = True) -> None:
         try:
             with Image.open(img_path) as im:
                 w, h = im.size
+                check_pixels(w, h, f"image {img_path}")
                 if cfg.hand_value is None:
                     im.verify()
+        except HandsegError:
+            raise
         except Exception as exc:
             raise HandsegError(f"cannot read image {img_path}: {exc}".splitlines()[0]) from None
         mask = read_mask(mask_path, hand_value=cfg.hand_value)

@@ -309,11 +309,11 @@ async function loadModel() {
     return;
   }
   state.classes = facts.classes || state.classes;
-  $("model-line").textContent = `${facts.file}: ${facts.pipeline}` + (facts.runtime ? `, ${facts.runtime}` : "");
+  $("model-line").textContent = `${facts.file || "no model file"}: ${facts.pipeline}` + (facts.runtime ? `, ${facts.runtime}` : "");
   const tc = facts.train_config || {};
   const test = facts.test_metrics || (facts.metrics || {}).test || null;
   const rows = [
-    ["model file", facts.file],
+    ["model file", facts.file || "none: the built-in hand detector pipeline"],
     ["pipeline", facts.pipeline],
     ["runtime", facts.runtime],
     ["classes", (facts.classes || []).join(", ")],
