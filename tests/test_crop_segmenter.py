@@ -364,3 +364,22 @@ def test_a_mask_at_the_crop_border_gets_a_larger_second_crop():
     assert (lm2 >= 0).all() and (lm2 < 64).all()
     bottom = np.linalg.solve(np.vstack([m[:, :2]]), np.array([31.0, 63.0]) - m[:, 2])
     assert (m2[:, :2] @ bottom + m2[:, 2])[1] < 63
+
+
+def test_the_crop_segmenter_runs_on_onnxruntime_as_on_torch(hands_run, tmp_path):
+    from handseg.infer.export import export_onnx
+
+    net, card = read_model_file(hands_run / "model.pt")
+    torch_seg = CropSegmenter(net, card, runtime="torch")
+    onnx_seg = CropSegmenter(net, card, runtime="onnx", precision="fp32")
+    assert torch_seg.runtime == "torch fp32" and onnx_seg.runtime == "onnx fp32"
+    rgb = np.random.default_rng(0).integers(0, 255, (96, 120, 3), dtype=np.uint8)
+    hands = [_hand_at(40, 50, 6), _hand_at(85, 60, 5)]
+    a, b = torch_seg.probabilities(rgb, hands), onnx_seg.probabilities(rgb, hands)
+    for pa, pb in zip(a, b):
+        np.testing.assert_allclose(pa, pb, atol=1e-4)
+    # handseg export writes a self-describing file that the pipeline loads as the model
+    report = export_onnx(hands_run / "model.pt", tmp_path / "m.onnx")
+    assert report["min_mask_agreement"] >= 0.999
+    seg = load_segmenter(tmp_path / "m.onnx", detector="mediapipe")
+    assert isinstance(seg, HandSegmenter) and seg.pipeline.crops.runtime == "onnx fp32"

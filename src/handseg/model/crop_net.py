@@ -123,12 +123,18 @@ class CropSegNet(nn.Module):
         extra = [crop] if not self.cfg.prior else [crop, _prior_or_zeros(prior, crop)]
         return self.head(torch.cat([x, *extra], 1))
 
-    def forward(self, crop: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
-        s = self.cfg.crop_size
-        if crop.ndim != 4 or crop.shape[1] != 3 or tuple(crop.shape[2:]) != (s, s):
+    @property
+    def in_channels(self) -> int:
+        """3 (RGB), or 4 with the landmark prior as the fourth channel."""
+        return 3 + int(self.cfg.prior)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s, c = self.cfg.crop_size, self.in_channels
+        if x.ndim != 4 or x.shape[1] != c or tuple(x.shape[2:]) != (s, s):
             raise HandsegError(
-                f"the crop segmenter takes (B, 3, {s}, {s}) crops, got {tuple(crop.shape)}"
+                f"the crop segmenter takes (B, {c}, {s}, {s}) crops, got {tuple(x.shape)}"
             )
+        crop, prior = x[:, :3], (x[:, 3:] if self.cfg.prior else None)
         return self.decode(self.features(crop), crop, prior)
 
     def reset_encoder(self, seed: int = 0) -> None:
