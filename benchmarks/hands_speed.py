@@ -14,7 +14,6 @@ photo and the ratio to GrabCut measured in the same run.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from pathlib import Path
 
@@ -26,18 +25,9 @@ from handseg.infer.crop_segmenter import CropSegmenter
 from handseg.infer.detect import HandDetector
 from handseg.infer.pipeline import HandPipeline, HandSegmenter
 from handseg.model.checkpoint import read_model_file
+from handseg.train.model_card import hardware
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -78,7 +68,7 @@ def main() -> None:
                 seg.predict(rgb)
                 times[name].append(1000 * (time.perf_counter() - t0))
     ref = np.mean(times["detector (accurate) + grabcut"])
-    print(f"CPU: {cpu_name()}, {args.threads} threads; {len(photos)} hands-wild photos at 640 x 480, "
+    print(f"{hardware()}, {args.threads} threads; {len(photos)} hands-wild photos at 640 x 480, "
           f"{args.repeats} passes, interleaved")  # fmt: skip
     print("| pipeline | mean ms | median ms | / GrabCut |\n|---|---:|---:|---:|")
     for name, t in times.items():
