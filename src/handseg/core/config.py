@@ -73,7 +73,8 @@ PRESETS["robust"] = PRESETS["scratch"] | {
 # decoder) trained on canonical crops of the user's hands segments each one. Chosen on
 # hands-wild (BENCHMARKS.md, "One learned pipeline"): a frozen encoder beat fine-tuning
 # (0.794 against 0.784 at 6 epochs), bare forearms up to a sleeve cuff labelled hand
-# (cuff_prob 0.7) beat none (0.794 against 0.775), a 0.5 crop margin did not help.
+# (cuff_prob 0.7) beat none (0.794 against 0.775), the landmark prior as a decoder input
+# helped a little (0.801), a 0.5 crop margin did not help.
 PRESETS["hands"] = {
     "detector": "mediapipe",
     "refine": "crops",
@@ -91,6 +92,7 @@ PRESETS["hands"] = {
     "background_prob": 0.6,
     "camouflage_prob": 0.3,
     "cuff_prob": 0.7,
+    "crop_prior": True,
 }
 PRESETS["demo"] = PRESETS["scratch"] | {
     "image_size": (128, 160),
