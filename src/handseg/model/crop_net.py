@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from handseg.core.errors import HandsegError
-from handseg.model.tflite_net import Program, TFLiteNet, feature_taps
+from handseg.model.tflite_net import TFLiteNet, feature_taps
 
 __all__ = ["KIND", "CropNetConfig", "CropSegNet"]
 
@@ -161,8 +161,3 @@ def _prior_or_zeros(prior: torch.Tensor | None, crop: torch.Tensor) -> torch.Ten
     if prior is None:
         return crop.new_zeros((crop.shape[0], 1, *crop.shape[2:]))
     return prior
-
-
-def encoder_program(program: Program) -> dict[str, Any]:
-    """The plain-data form stored in :attr:`CropNetConfig.program`."""
-    return program.to_dict()

@@ -15,6 +15,7 @@ int64 in {0, 1, 255})``.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,7 +32,11 @@ from handseg.infer.detect import Hand
 from handseg.infer.refine import landmark_mask
 from handseg.synth.backgrounds import BackgroundSource
 
-__all__ = ["Anchor", "HandCropDataset", "anchors_for", "mask_boxes"]
+__all__ = ["PHOTO_CACHE", "Anchor", "HandCropDataset", "anchors_for", "mask_boxes"]
+
+PHOTO_CACHE = 64
+"""Decoded training photos kept in memory (least recently used dropped): bounded memory on
+large sets, no decoding per crop on small ones."""
 
 
 @dataclass(frozen=True)
@@ -120,19 +125,24 @@ class HandCropDataset(Dataset):
         self.transform, self.jitter, self.flip = transform, jitter, flip
         self.negative_prob, self.prior_dropout = float(negative_prob), float(prior_dropout)
         self.hand_value, self.seed = hand_value, int(seed)
-        self._photos: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._photos: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._backgrounds = BackgroundSource()
 
     def __len__(self) -> int:
         return self.length
 
     def photo(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(RGB uint8, mask uint8 in {0, 1, 255} at the photo's size), decoded once."""
-        if index not in self._photos:
-            img_path, mask_path = self.pairs[index]
-            rgb = read_image(img_path)
-            mask = read_mask(mask_path, hand_value=self.hand_value)
-            self._photos[index] = (rgb, fit_mask_to_image(mask, rgb.shape[:2], name=str(mask_path)))
+        """(RGB uint8, mask uint8 in {0, 1, 255} at the photo's size); the last
+        :data:`PHOTO_CACHE` photos stay decoded (small sets: all of them)."""
+        if index in self._photos:
+            self._photos.move_to_end(index)
+            return self._photos[index]
+        img_path, mask_path = self.pairs[index]
+        rgb = read_image(img_path)
+        mask = read_mask(mask_path, hand_value=self.hand_value)
+        self._photos[index] = (rgb, fit_mask_to_image(mask, rgb.shape[:2], name=str(mask_path)))
+        if len(self._photos) > PHOTO_CACHE:
+            self._photos.popitem(last=False)
         return self._photos[index]
 
     def crop_map(self, anchor: Anchor, shape, rng: np.random.Generator | None) -> np.ndarray:

@@ -18,7 +18,6 @@ import logging
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -101,6 +100,7 @@ def crop_datasets(cfg: TrainConfig, split: dict[str, list], progress: bool = Tru
         "photos without a hand",
         found, boxes, sum(a.negative for a in train_anchors),
     )  # fmt: skip
+    # the crop's own jitter (shift, scale, rotation, mirroring) replaces the geometric ones
     names = [a for a in cfg.augment if a not in ("seed", "flip", "translate", "scale-rotate")]
     transform = build_transform(names or ["none"], **augment_options(cfg))
     margin = cfg.crop_margin
@@ -171,8 +171,3 @@ class CropModule(pl.LightningModule):
         opt = torch.optim.AdamW(groups, lr=cfg.lr)
         sched = build_scheduler(opt, cfg, self.steps_per_epoch)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": sched}
-
-
-def as_uint8_crop(x: torch.Tensor) -> np.ndarray:
-    """(3, S, S) float crop -> (S, S, 3) uint8 (for looking at training crops)."""
-    return (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
