@@ -20,7 +20,8 @@ Rows (methods):
   split, seed 0; the training time is reported);
 - ``MODEL in boxes``: the same network kept inside the detector's hand boxes;
 - a crop segmenter (``--preset hands``): the detector's hands, one canonical crop each,
-  segmented by the trained network and pasted back (the model's own pipeline).
+  segmented by the trained network and pasted back (the model's own pipeline); with
+  ``--grow`` also with the second, larger crop where a mask runs into its crop's border.
 
 Variants of a preset: ``--set KEY=VALUE`` (repeatable; training options, e.g.
 ``--set encoder_lr_factor=0.1``); ``--train-backgrounds half`` trains with ``--backgrounds``
@@ -170,11 +171,17 @@ def background_half(out: Path) -> Path:
     return folder
 
 
-def model_methods(label: str, model_path: Path) -> dict[str, tuple[Method, bool]]:
+def model_methods(
+    label: str, model_path: Path, grow: bool = False
+) -> dict[str, tuple[Method, bool]]:
     net, card = read_model_file(model_path)
     if card.is_crop_segmenter:  # the model's own pipeline: detector + crop segmenter
         segmenter = CropSegmenter(net, card)
-        return {label: (lambda rgb, h: segmenter(rgb, h)[0], True)}
+        rows = {label: (lambda rgb, h: segmenter(rgb, h)[0], True)}
+        if grow:  # the optional second, larger crop where a mask runs into the border
+            grown = CropSegmenter(net, card, grow=True)
+            rows[f"{label} + second crop"] = (lambda rgb, h: grown(rgb, h)[0], True)
+        return rows
     predictor = load_model(model_path, runtime="torch", precision="fp32")
     return {
         label: (lambda rgb, h: predictor.predict(rgb), False),
@@ -260,6 +267,12 @@ def main() -> None:
     )
     ap.add_argument("--hands-cache", default=None, help="pickle of the detector's hands")
     ap.add_argument(
+        "--grow",
+        action="store_true",
+        help="crop segmenters: also a row with the second, larger crop for masks that run "
+        "into their crop's border",
+    )
+    ap.add_argument(
         "--no-peers", action="store_true", help="skip the skin-rule and detector-only rows"
     )
     ap.add_argument(
@@ -301,7 +314,7 @@ def main() -> None:
     methods = {} if args.no_peers else peer_methods()
     train_s = {}
     for label, path, secs in models:
-        methods |= model_methods(label, path)
+        methods |= model_methods(label, path, args.grow)
         train_s[label] = secs
     rows = {}
     for name, (method, uses_detector) in methods.items():
