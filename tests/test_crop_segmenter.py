@@ -301,6 +301,21 @@ def test_preset_hands_model_in_cli_collection_and_serve(hands_run, tmp_path, mon
     doc = json.loads((out / "x0_hands.json").read_text())
     assert len(doc["hands"]) == 1
     single = np.asarray(Image.open(out / "x1_mask.png"))
+    # evaluate and compare run the model's own pipeline, as predict does
+    gts = tmp_path / "gt"
+    gts.mkdir()
+    for k in range(3):
+        gt = np.zeros((96, 120), np.uint8)
+        gt[30:70, 25:60] = 255
+        Image.fromarray(gt).save(gts / f"x{k}.png")
+    from handseg.app.commands import run_evaluate
+
+    by_model, _ = run_evaluate(model=hands_run / "model.pt", images=photos, masks=gts)
+    by_masks, _ = run_evaluate(pred_masks=out, masks=gts)
+    assert by_model["classes"]["hand"]["IoU"] == pytest.approx(by_masks["classes"]["hand"]["IoU"])
+    assert main(["compare", "--model", str(hands_run / "model.pt"), "--image",
+                 str(photos / "x0.png"), "--mask", str(gts / "x0.png"), "--out",
+                 str(tmp_path / "cmp.png")]) == 0  # fmt: skip
     coll = tmp_path / "coll"
     assert main(["predict", "--model", str(hands_run / "model.pt"), str(photos), "--out",
                  str(coll), "--collection"]) == 0  # fmt: skip

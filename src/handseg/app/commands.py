@@ -25,8 +25,8 @@ from handseg.eval.evaluate import (
 )
 from handseg.infer.collection import launch, predict_collection
 from handseg.infer.media import predict_inputs, predict_video
-from handseg.infer.pipeline import load_segmenter
-from handseg.infer.predictor import Predictor, load_model
+from handseg.infer.pipeline import load_scorer, load_segmenter
+from handseg.infer.predictor import Predictor
 
 __all__ = ["run_compare", "run_evaluate", "run_hand_value", "run_predict"]
 
@@ -97,7 +97,7 @@ def _evaluate_model(
             raise HandsegError(f"--split {split} needs --run RUN, the run with split.json")
     if hand_value is None and run is not None:
         hand_value = run.hand_value()
-    predictor = load_model(model, **load_options)
+    predictor = load_scorer(model, **load_options)
     if split:
         return evaluate_split(
             predictor, run.split, split, images_dir=images, masks_dir=masks,
@@ -243,5 +243,5 @@ def run_compare(
     **runtime: Any,
 ) -> dict[str, Any]:
     """``handseg compare``: the seed's test figure for one photo; returns the scores."""
-    predictor = load_model(model, device=device, **runtime)
+    predictor = load_scorer(model, device=device, **runtime)
     return compare(predictor, image, mask, out, split_errors=split_errors, hand_value=hand_value)

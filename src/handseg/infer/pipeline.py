@@ -47,6 +47,7 @@ __all__ = [
     "HandResult",
     "HandSegmenter",
     "box_region",
+    "load_scorer",
     "load_segmenter",
     "split_instances",
 ]
@@ -287,3 +288,16 @@ def _crop_pipeline(net, card, detector, refine, mode, threads, options) -> HandS
     pipeline = HandPipeline(refine=refine, mode=mode, detector=HandDetector(num_threads=threads),
                             crops=crops)  # fmt: skip
     return HandSegmenter(pipeline)
+
+
+def load_scorer(model: str | Path, **kwargs: Any) -> Predictor | HandSegmenter:
+    """What ``handseg evaluate``, ``compare`` and the report score: a crop segmenter's own
+    pipeline (detector + crop segmenter; it has no other way to run), else the model's
+    network on the whole image, as before (``kwargs``: runtime, precision, threads, ...)."""
+    if Path(model).suffix.lower() != ".onnx":
+        net, card = read_model_file(model)
+        if card.is_crop_segmenter:
+            threads = kwargs.pop("threads", None)
+            kwargs.pop("device", None)  # the crop segmenter runs on the CPU runtimes
+            return _crop_pipeline(net, card, None, None, None, threads, kwargs)
+    return load_model(model, **kwargs)

@@ -20,7 +20,8 @@ from handseg.core.imaging import read_image
 from handseg.core.io import atomic_save_image
 from handseg.core.viz import confusion_figure, overlay, resize_photo, training_progress_figure
 from handseg.eval.evaluate import compare
-from handseg.infer.predictor import Predictor, load_model
+from handseg.infer.pipeline import load_scorer
+from handseg.infer.predictor import Predictor
 from handseg.report.assets import Assets
 from handseg.report.run import RunData, number
 
@@ -117,7 +118,7 @@ def score_test_images(
     if not run.test_pairs or run.card is None:
         return []
     # the same exact fp32 network that scored the test split in train()
-    predictor = load_model(run.dir.model, device=device, runtime="torch", precision="fp32")
+    predictor = load_scorer(run.dir.model, device=device, runtime="torch", precision="fp32")
     hand_value = (run.config or {}).get("hand_value")
     pairs = tqdm(run.test_pairs, desc="report figures", unit="img", disable=not progress)
     images = [
