@@ -896,9 +896,9 @@ def _load_once(monkeypatch: pytest.MonkeyPatch, *, stub: bool) -> None:
                 cache[key].backend = _stub_network
         return cache[key]
 
-    # every place that loads a model by name: the commands and the pipeline loader
+    # every place that loads a model by name: the pipeline loaders (load_segmenter, and
+    # load_scorer for evaluate / compare) call it
     monkeypatch.setattr(handseg.infer.predictor, "load_model", load_model)
-    monkeypatch.setattr(handseg.app.commands, "load_model", load_model)
     monkeypatch.setattr(handseg.infer.pipeline, "load_model", load_model)
 
 

@@ -857,3 +857,20 @@ def test_fuzz_every_case_succeeds_or_fails_in_one_line(fmt, data, valid, tmp_pat
 @pytest.mark.parametrize("fmt", list(BUILDERS))
 def test_fuzz_many_cases(fmt, data, valid, tmp_path):
     _run_fuzz(fmt, SLOW_CASES, data, valid, tmp_path)
+
+
+def test_training_on_an_over_budget_photo_writes_nothing(synth_dir, tmp_path):
+    """The photos' declared sizes are checked before the run folder gets split.json: a
+    refused photo leaves no run behind (a folder that existed keeps what it held)."""
+    out = tmp_path / "run"
+    args = ["train", "--images", str(synth_dir / "images"), "--masks", str(synth_dir / "masks"),
+            "--epochs", "1", "--max-megapixels", "0.001"]  # fmt: skip
+    code, err = _cli([*args, "--out", str(out)])
+    line = _error_line(code, err, "synth")
+    assert line is not None and "too large to decode safely" in line
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    code, err = _cli([*args, "--out", str(kept)])
+    assert code == 2 and sorted(p.name for p in kept.iterdir()) == ["notes.txt"]

@@ -38,7 +38,7 @@ from handseg.infer.detect import DETECTOR_MODES, Hand, HandDetector
 from handseg.infer.onnx_file import read_onnx_file
 from handseg.infer.predictor import Predictor, load_model
 from handseg.infer.refine import color_refine, grabcut_refine, hand_size, landmark_mask
-from handseg.model.checkpoint import read_model_file
+from handseg.model.checkpoint import read_model_card, read_model_file
 
 __all__ = [
     "DETECTORS",
@@ -240,11 +240,10 @@ def load_segmenter(
     warning says so and how to install it; an explicit ``detector="mediapipe"`` fails with
     that one-line error instead.
     """
-    if model is not None:
+    if model is not None and _is_crop_segmenter(model):
         is_onnx = Path(model).suffix.lower() == ".onnx"
         net, card = read_onnx_file(model) if is_onnx else read_model_file(model)
-        if card.is_crop_segmenter:
-            return _crop_pipeline(net, card, detector, refine, mode, threads, model_kwargs)
+        return _crop_pipeline(net, card, detector, refine, mode, threads, model_kwargs)
     predictor = load_model(model, threads=threads, **model_kwargs) if model is not None else None
     recorded = predictor.card.train_config if predictor is not None else {}
     chosen = detector or recorded.get("detector") or ("none" if predictor else "mediapipe")
@@ -294,10 +293,33 @@ def load_scorer(model: str | Path, **kwargs: Any) -> Predictor | HandSegmenter:
     """What ``handseg evaluate``, ``compare`` and the report score: a crop segmenter's own
     pipeline (detector + crop segmenter; it has no other way to run), else the model's
     network on the whole image, as before (``kwargs``: runtime, precision, threads, ...)."""
-    if Path(model).suffix.lower() != ".onnx":
-        net, card = read_model_file(model)
-        if card.is_crop_segmenter:
-            threads = kwargs.pop("threads", None)
-            kwargs.pop("device", None)  # the crop segmenter runs on the CPU runtimes
-            return _crop_pipeline(net, card, None, None, None, threads, kwargs)
+    if _is_crop_segmenter(model):
+        threads = kwargs.pop("threads", None)
+        kwargs.pop("device", None)  # the crop segmenter runs on the CPU runtimes
+        is_onnx = Path(model).suffix.lower() == ".onnx"
+        net, card = read_onnx_file(model) if is_onnx else read_model_file(model)
+        return _crop_pipeline(net, card, None, None, None, threads, kwargs)
     return load_model(model, **kwargs)
+
+
+def _is_crop_segmenter(model: str | Path) -> bool:
+    """Whether a model file holds a crop segmenter (its card only: no network is built;
+    remembered per file version, since the commands ask before every load)."""
+    path = Path(model)
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None  # missing: the loader below says so in one line
+    if key is not None and key in _KIND_SEEN:
+        return _KIND_SEEN[key]
+    if path.suffix.lower() == ".onnx":
+        crop = read_onnx_file(path)[1].is_crop_segmenter
+    else:
+        crop = read_model_card(path).is_crop_segmenter
+    if key is not None:
+        _KIND_SEEN[key] = crop
+    return crop
+
+
+_KIND_SEEN: dict[tuple[str, int, int], bool] = {}

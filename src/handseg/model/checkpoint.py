@@ -31,6 +31,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "build_network",
+    "read_model_card",
     "read_model_file",
     "save_model_file",
     "versions",
@@ -113,6 +114,21 @@ def read_model_file(path: str | Path) -> tuple[HandSegNet | CropSegNet, ModelCar
             f"{path}: the weights do not fit the stored architecture ({_first_line(exc)})"
         ) from None
     return model.eval(), card
+
+
+def read_model_card(path: str | Path) -> ModelCard:
+    """Only the card of ``model.pt`` (or a run folder holding one): no network is built."""
+    path = Path(path)
+    if path.is_dir() and (path / "model.pt").is_file():
+        path = path / "model.pt"
+    if not path.is_file():
+        raise HandsegError(f"model file {path} does not exist (pass RUN/model.pt)")
+    try:
+        return ModelCard.from_dict(_load_checked(path))
+    except HandsegError as exc:
+        if str(exc).startswith(str(path)):
+            raise
+        raise HandsegError(f"{path}: {exc}") from None
 
 
 def _load_checked(path: Path) -> dict[str, Any]:

@@ -100,10 +100,15 @@ def resume_options(run: str | Path) -> dict[str, Any]:
 def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
     """Run one training; return the run folder (its files: :class:`RunDir`)."""
     _quiet_lightning()
+    new_folder = not Path(cfg.out).exists()
     run, resume = _prepare_run_folder(cfg, resume)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    split = _prepare_data(cfg, run, resume)
-    _validate_files(split["train"] + split["val"], cfg, progress)
+    try:
+        split = _prepare_data(cfg, run, resume, progress)
+    except HandsegError:  # bad data: leave no trace of the run
+        if new_folder and run.path.is_dir() and not any(run.path.iterdir()):
+            run.path.rmdir()
+        raise
     data = _build_loaders(cfg, split, progress)
     module, run_info = _build_model(cfg, run, resume, data)
     fitting = _build_trainer(cfg, run, progress)
@@ -159,8 +164,11 @@ def _check_writable(out: Path) -> None:
 # --- step 2: the data --------------------------------------------------------------------
 
 
-def _prepare_data(cfg: TrainConfig, run: RunDir, resume: bool) -> dict[str, list]:
-    """The split: the run's own when resuming, else ``--split`` or a new one (saved)."""
+def _prepare_data(
+    cfg: TrainConfig, run: RunDir, resume: bool, progress: bool = True
+) -> dict[str, list]:
+    """The split: the run's own when resuming, else ``--split`` or a new one, saved once
+    its training and validation files have been checked (bad data writes nothing)."""
     if resume and run.split.exists():
         split = load_split(run.split)
     else:
@@ -172,15 +180,17 @@ def _prepare_data(cfg: TrainConfig, run: RunDir, resume: bool) -> dict[str, list
             split = make_split(pairs, cfg.split_fractions, cfg.seed)
         else:
             raise HandsegError("say where the data is: --images DIR --masks DIR (or --config FILE)")
-        if is_rank_zero():  # every process draws the same split; one writes it
-            save_split(split, run.split, images_dir=cfg.images, masks_dir=cfg.masks,
-                       seed=cfg.seed, fractions=cfg.split_fractions)  # fmt: skip
     for name in ("train", "val"):
         if not split.get(name):
             raise HandsegError(
                 f"the {name} subset is empty: with fractions {cfg.split_fractions} at least "
                 f"{math.ceil(1 / max(min(cfg.split_fractions[:2]), 1e-9))} images are needed"
             )
+    _validate_files(split["train"] + split["val"], cfg, progress)
+    if not (resume and run.split.exists()) and is_rank_zero():
+        # every process draws the same split; one writes it
+        save_split(split, run.split, images_dir=cfg.images, masks_dir=cfg.masks,
+                   seed=cfg.seed, fractions=cfg.split_fractions)  # fmt: skip
     return split
 
 
