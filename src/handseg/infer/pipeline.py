@@ -238,7 +238,8 @@ def load_segmenter(
     detector runs with a refiner that needs no training. When the model asks for the
     detector but the ``hands`` extra is missing, the whole-image network is used and a
     warning says so and how to install it; an explicit ``detector="mediapipe"`` fails with
-    that one-line error instead.
+    that one-line error instead. A crop segmenter (``--preset hands``) always runs behind
+    the detector (its crops come from it); ``refine`` may still pick another refiner.
     """
     if model is not None and _is_crop_segmenter(model):
         is_onnx = Path(model).suffix.lower() == ".onnx"
