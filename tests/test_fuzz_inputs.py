@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import os
-import signal
 import struct
 import zipfile
 import zlib
@@ -41,6 +40,7 @@ from PIL import Image
 import handseg.app.commands
 import handseg.infer.pipeline
 import handseg.infer.predictor
+from guards import time_guard
 from handseg.app.cli import main
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import read_image, read_mask
@@ -676,24 +676,6 @@ def _denied(case: Case, files: Files) -> Iterator[None]:
 # --- running an operation on a case ------------------------------------------------------------
 
 
-class _Hang(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _time_guard(seconds: float) -> Iterator[None]:
-    def on_alarm(signum, frame):
-        raise _Hang(f"no result after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-
-
 class _Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
@@ -837,7 +819,7 @@ def _run_case(op: str, case: Case, files: Files, tmp: Path, model: Path) -> str:
     handler = _Records()
     logging.getLogger().addHandler(handler)
     try:
-        with _time_guard(_GUARD_S), _denied(case, files):
+        with time_guard(_GUARD_S), _denied(case, files):
             try:
                 outcome = OPERATIONS[op](case, files, tmp, model)
             except HandsegError as exc:

@@ -30,7 +30,6 @@ import io
 import json
 import os
 import random
-import signal
 import struct
 import time
 import zipfile
@@ -46,6 +45,7 @@ from PIL import Image
 
 import handseg.core.annotations
 import handseg.core.mask_sources
+from guards import time_guard
 from handseg.app.cli import main
 from handseg.core.constants import MAX_MEGAPIXELS, MAX_MEGAPIXELS_ENV
 from handseg.core.errors import HandsegError, max_pixels
@@ -112,24 +112,6 @@ def _error_line(code: int, err: str, named: Path | str) -> str | None:
     assert len(lines) == 1, f"expected one 'error:' line, got {err[-1000:]!r}"
     assert str(named) in lines[0], f"the error does not name {named}: {lines[0]}"
     return lines[0]
-
-
-class _Hang(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _time_guard(seconds: float) -> Iterator[None]:
-    def on_alarm(signum, frame):
-        raise _Hang(f"no result after {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def _status_mb(key: str) -> float:
@@ -806,7 +788,7 @@ def _fuzz(fmt: str, n: int, data: Path, valid, tmp_path: Path, trained: int) -> 
         for op, argv in commands.items():
             try:
                 t0 = time.perf_counter()
-                with _time_guard(_GUARD_S):
+                with time_guard(_GUARD_S):
                     code, err = _cli(argv)
                 seconds[op] += time.perf_counter() - t0
                 # evaluate's size check names the two masks by their member names only
@@ -824,7 +806,7 @@ def _fuzz(fmt: str, n: int, data: Path, valid, tmp_path: Path, trained: int) -> 
             trained -= bool(read)
             try:
                 t0 = time.perf_counter()
-                with _time_guard(4 * _GUARD_S):
+                with time_guard(4 * _GUARD_S):
                     code, err = _cli(_train_argv(data, target, case / "run"))
                 seconds[f"train {read}"] += time.perf_counter() - t0
                 line = _error_line(code, err, target)
