@@ -26,6 +26,16 @@ def shared_data() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def wild_data() -> Path:
+    """The 75 hands-wild photos and masks in ../shared/data/hands-wild (evaluation only;
+    skip if absent)."""
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "hands-wild"
+    if not (path / "images").is_dir() or not (path / "masks").is_dir():
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_model_cache(tmp_path_factory):
     """Keep the int8/ONNX copies the tests make out of the user's ~/.cache/handseg."""
