@@ -36,6 +36,7 @@ from handseg.data.convert import convert_masks
 from handseg.data.convert import describe as describe_conversion
 from handseg.data.inspect import format_inspect_report, inspect_data
 from handseg.eval.baseline import run_skin_baseline
+from handseg.eval.clips import stability_line
 from handseg.eval.evaluate import headline
 from handseg.eval.metrics import format_metrics_tables
 from handseg.report.report import write_report
@@ -196,6 +197,12 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", help="training run folder (holds split.json and model.pt)")
     p.add_argument("--out", help="folder for metrics.json, per-image.csv, confusion.png")
     p.add_argument("--hand-value", metavar="V", help="ground-truth mask value that means hand")
+    p.add_argument("--clip", action="store_true",
+                   help="score a clip: --images is a video or a folder of frames (hands "
+                   "tracked as handseg predict does; --model optional: the built-in "
+                   "detector), or --pred-masks a mask clip (folder or video); --masks the "
+                   "ground-truth mask clip. Per-frame rows, the clip's metrics and the "
+                   "temporal stability (flicker). Implied when one of them is a video")  # fmt: skip
     add_device_option(p)
     add_runtime_options(p)
     p.set_defaults(func=_run_evaluate)
@@ -205,10 +212,12 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     result, written = run_evaluate(
         model=args.model, pred_masks=args.pred_masks, images=args.images, masks=args.masks,
         split=args.split, run=args.run, hand_value=args.hand_value, out=args.out,
-        device=args.device, **runtime_kwargs(args),
+        device=args.device, clip=args.clip, **runtime_kwargs(args),
     )  # fmt: skip
     print(format_metrics_tables(result))
     print(headline(result))
+    if "temporal" in result:
+        print(stability_line(result))
     if written:
         print(f"wrote {', '.join(p.name for p in written.values())} to {args.out}")
     return 0

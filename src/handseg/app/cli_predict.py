@@ -23,8 +23,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="segment hands in photos, folders, glob patterns and videos",
         description="Write OUT/<name>_mask.png (0/255) and OUT/<name>_overlay.jpg for every "
-        "image, at the image's own resolution, and OUT/<name>_overlay.mp4 for every video "
-        "(.mp4 .avi .mov .mkv .webm). Unreadable inputs are skipped with a warning.",
+        "image, at the image's own resolution, and per-frame outputs for every video "
+        "(.mp4 .avi .mov .mkv .webm; see 'clips' below). Unreadable inputs are skipped with "
+        "a warning.",
         epilog="Example: handseg predict --model runs/r1/model.pt photos/ 'more/*.jpg' "
         "clip.mp4 --out predictions",
     )
@@ -59,10 +60,12 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     add_runtime_options(p)
     p.add_argument("--no-overlay", dest="overlay", action="store_false",
                    help="write only the masks, no overlay images")  # fmt: skip
+    _add_clip_options(p)
     live = p.add_argument_group("live video")
     live.add_argument("--camera", type=int, metavar="N",
-                      help="segment camera N (0 = the default webcam) live; writes "
-                      "OUT/camera<N>_overlay.mp4 and prints the achieved frame rate")  # fmt: skip
+                      help="segment camera N (0 = the default webcam) live, hands tracked as "
+                      "in a video; writes OUT/camera<N>_* (a clip's outputs) and prints the "
+                      "achieved frame rate")  # fmt: skip
     live.add_argument(
         "--show",
         action="store_true",
@@ -71,6 +74,32 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     live.add_argument("--max-frames", type=int, help="stop after this many frames")
     _add_collection_options(p)
     p.set_defaults(func=_run_predict)
+
+
+def _add_clip_options(p: argparse.ArgumentParser) -> None:
+    c = p.add_argument_group(
+        "clips (videos, folders of frames)",
+        "A video gets per-frame outputs with both hands tracked (left stays left through "
+        "crossings and gaps; landmarks and masks smoothed over time): OUT/<name>_masks/ "
+        "(000000.png ...: frame i is input frame i, an unreadable frame gets an empty mask), "
+        "OUT/<name>.pose (pose-format: LEFT_HAND_LANDMARKS / RIGHT_HAND_LANDMARKS, 21 points, "
+        "confidence 0 where a hand is not seen), OUT/<name>_hands.jsonl (one line per frame: "
+        "time, ok, per hand side, track, box, handedness, scores, landmarks), "
+        "OUT/<name>_overlay.mp4 and OUT/<name>_clip.json (frames read, bad frames, speed); "
+        "with --instances also OUT/<name>_masks_left/ and _masks_right/.",
+    )
+    c.add_argument("--clip", action="store_true",
+                   help="take each folder input as one clip of frames (natural order), not as "
+                   "photos")  # fmt: skip
+    c.add_argument("--mask-video", action="store_true",
+                   help="write a clip's masks as one lossless video (<name>_masks.mkv, FFV1, "
+                   "0/255) instead of PNG frames")  # fmt: skip
+    c.add_argument("--fps", type=float, metavar="F",
+                   help="frame rate of a folder of frames (default 30), or to override a "
+                   "video's")  # fmt: skip
+    c.add_argument("--no-smooth", dest="smooth", action="store_false",
+                   help="no temporal smoothing: each frame's own landmarks and masks "
+                   "(identities are still tracked)")  # fmt: skip
 
 
 def _add_collection_options(p: argparse.ArgumentParser) -> None:
@@ -109,14 +138,15 @@ def _run_predict(args: argparse.Namespace) -> int:
         detector=args.detector, refine=args.refine, detector_mode=args.detector_mode,
         instances=args.instances, collection=args.collection, devices=args.devices,
         num_nodes=args.num_nodes, skip_existing=args.skip_existing, lists=args.lists,
-        workers=args.workers, **runtime_kwargs(args),
+        workers=args.workers, clip=args.clip, mask_video=args.mask_video, fps=args.fps,
+        smooth=args.smooth, **runtime_kwargs(args),
     )  # fmt: skip
     if "collection" in r:
         return _print_collection(r["collection"])
     if r["camera"] is not None:
         c = r["camera"]
-        print(f"camera {args.camera}: {c['frames']} frames at {c['fps']:.1f} frames/s -> "
-              f"{c['output']}")  # fmt: skip
+        print(f"camera {args.camera}: {c['frames']} frames at {c['frames_per_second'] or 0:.1f} "
+              f"frames/s -> {c['output']}")  # fmt: skip
         if not args.inputs:
             return 0
     ok = [rec for rec in r["records"] if rec["ok"]]
@@ -126,6 +156,8 @@ def _run_predict(args: argparse.Namespace) -> int:
                   f"{rec['output']}")  # fmt: skip
     n_images = sum(1 for rec in ok if "mask" in rec)
     skipped = len(r["records"]) - len(ok)
+    if not n_images and len(ok) and not skipped:
+        return 0  # clips only: each has its line above
     what = "mask(s) and overlay(s)" if args.overlay else "mask(s)"
     print(
         f"wrote {n_images} {what} to {args.out}"

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from handseg.core.errors import HandsegError
-from handseg.core.outputs import overlay_file
+from handseg.core.outputs import clip_files
 from handseg.core.rundir import RunDir
 from handseg.data.pairs import find_pairs
+from handseg.eval.clips import evaluate_clip, is_clip
 from handseg.eval.evaluate import (
     compare,
     evaluate_mask_folders,
@@ -23,8 +24,9 @@ from handseg.eval.evaluate import (
     evaluate_split,
     write_evaluation,
 )
+from handseg.infer.clips import predict_clip
 from handseg.infer.collection import launch, predict_collection
-from handseg.infer.media import predict_inputs, predict_video
+from handseg.infer.media import predict_inputs
 from handseg.infer.pipeline import load_scorer, load_segmenter
 from handseg.infer.predictor import Predictor
 
@@ -50,16 +52,31 @@ def run_evaluate(
     hand_value: str | None = None,
     out: str | Path | None = None,
     device: str = "auto",
+    clip: bool = False,
     **runtime: Any,
 ) -> tuple[dict[str, Any], dict[str, Path] | None]:
     """``handseg evaluate``: score a model (on folders or a subset of a run's split) or
-    another tool's masks; with ``out`` also write the result files.
+    another tool's masks; with ``out`` also write the result files. A clip (``clip``, or a
+    video among ``images`` / ``pred_masks`` / ``masks``) is scored frame by frame with the
+    temporal stability figure (:func:`handseg.eval.clips.evaluate_clip`).
 
     ``runtime`` goes to :func:`load_model` (runtime, precision, threads, scale). Returns the
     metrics and the files written (None without ``out``).
     """
     if model and pred_masks:
         raise HandsegError("pass either --model (to predict) or --pred-masks (to score), not both")
+    if clip or any(is_clip(p) for p in (images, pred_masks, masks) if p):
+        if not masks or not (pred_masks or images):
+            raise HandsegError("a clip needs --masks (the ground-truth mask clip) and --images "
+                               "CLIP (with --model, or none for the built-in detector) or "
+                               "--pred-masks MASK_CLIP")  # fmt: skip
+        predictor = None
+        if not pred_masks:
+            predictor = load_segmenter(model, device=device, **runtime) if model else (
+                load_segmenter(None, detector="mediapipe", **runtime))  # fmt: skip
+        result = evaluate_clip(gt=masks, clip=images, predictor=predictor, pred=pred_masks,
+                               hand_value=hand_value)  # fmt: skip
+        return result, (write_evaluation(result, out) if out else None)
     if pred_masks:
         if not masks:
             raise HandsegError("--pred-masks needs --masks DIR, the ground-truth masks")
@@ -129,10 +146,16 @@ def run_predict(
     skip_existing: bool = False,
     lists: list[str] | None = None,
     workers: int | None = None,
+    clip: bool = False,
+    mask_video: bool = False,
+    fps: float | None = None,
+    smooth: bool = True,
     **runtime: Any,
 ) -> dict[str, Any]:
     """``handseg predict``: masks (and overlays) of image and video ``inputs``, and of a
-    live camera first when ``camera`` is given. The model's recorded pipeline runs unless
+    live camera first when ``camera`` is given. Videos (and with ``clip`` folders of
+    frames) and the camera get a clip's per-frame outputs, hands tracked
+    (:func:`handseg.infer.clips.predict_clip`; ``mask_video``, ``fps``, ``smooth``). The model's recorded pipeline runs unless
     ``detector`` / ``refine`` / ``detector_mode`` say otherwise
     (:func:`handseg.infer.pipeline.load_segmenter`); ``instances`` also writes one mask per
     hand and ``<name>_hands.json``.
@@ -151,10 +174,14 @@ def run_predict(
     if collection or devices * num_nodes > 1 or skip_existing or lists or workers is not None:
         if camera is not None:
             raise HandsegError("--camera does not go with the collection options; run it alone")
+        if clip:
+            raise HandsegError("--clip does not go with the collection options: collections "
+                               "take videos as clips and folders as photos")  # fmt: skip
         return _predict_collection(
             model, inputs, out, lists=lists or [], batch_size=batch_size, overlay=overlay,
             devices=devices, num_nodes=num_nodes, skip_existing=skip_existing,
             workers=workers, instances=instances, device=device,
+            clip_options={"mask_video": mask_video, "fps": fps, "smooth": smooth},
             segmenter={"detector": detector, "refine": refine, "mode": detector_mode, **runtime},
         )  # fmt: skip
     if not inputs and camera is None:
@@ -164,15 +191,24 @@ def run_predict(
     )
     if model is not None or detector is not None:
         log.info("predicting with %s", getattr(predictor, "description", "the whole-image network"))
+    clip_options = {"mask_video": mask_video, "fps": fps, "smooth": smooth}
     live = (
-        _predict_camera(predictor, camera, Path(out), show, max_frames)
+        _predict_camera(predictor, camera, Path(out), show, max_frames, instances, clip_options)
         if camera is not None
         else None
     )
     records = (
         predict_inputs(
-            predictor, inputs, out, batch_size=batch_size, overlay=overlay, instances=instances
-        )
+            predictor,
+            inputs,
+            out,
+            batch_size=batch_size,
+            overlay=overlay,
+            instances=instances,
+            clip=clip,
+            max_frames=max_frames,
+            **clip_options,
+        )  # fmt: skip
         if inputs
         else []
     )
@@ -219,16 +255,17 @@ def _predict_collection(
 
 
 def _predict_camera(
-    predictor: Predictor, camera: int, out: Path, show: bool, max_frames: int | None
-) -> dict[str, Any]:
-    """Segment camera ``camera`` live into ``out/camera<N>_overlay.mp4``."""
+    predictor: Predictor, camera: int, out: Path, show: bool, max_frames: int | None,
+    instances: bool, clip_options: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """Segment camera ``camera`` live as a clip (hands tracked) into ``out/camera<N>_*``."""
     out.mkdir(parents=True, exist_ok=True)
-    path = overlay_file(out, f"camera{camera}", video=True)
-    if hasattr(predictor, "for_video"):  # the detector's real-time settings
-        predictor = predictor.for_video()
-    return predict_video(predictor, camera, path, show=show, max_frames=max_frames) | {
-        "output": path
-    }
+    stem = f"camera{camera}"
+    info = predict_clip(predictor, camera, out, stem, show=show, max_frames=max_frames,
+                        instances=instances, **clip_options)  # fmt: skip
+    if not info["ok"]:
+        raise HandsegError(f"could not read any frame from camera {camera}")
+    return info | {"output": clip_files(out, stem).overlay}
 
 
 def run_compare(

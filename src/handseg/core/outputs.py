@@ -2,7 +2,12 @@
 
 For an input ``<stem>``: ``<stem>_mask.png`` (0/255), ``<stem>_overlay.jpg`` (``.mp4`` for
 a video or a camera), and with ``--instances`` ``<stem>_hand<i>.png`` per hand and
-``<stem>_hands.json``; a collection adds ``manifest.csv``. Prediction writes them
+``<stem>_hands.json``; a collection adds ``manifest.csv``. A clip (a video, or a folder of
+frames with ``--clip``) gets per-frame outputs (:class:`ClipFiles`): ``<stem>_masks/``
+(``000000.png`` ...) or ``<stem>_masks.mkv`` (lossless FFV1), per hand
+``<stem>_masks_left`` / ``<stem>_masks_right`` (same two forms), ``<stem>.pose``,
+``<stem>_hands.jsonl``, ``<stem>_overlay.mp4`` and ``<stem>_clip.json`` (written last: a
+clip whose summary exists is complete). Prediction writes them
 (:mod:`handseg.infer.media`, :mod:`handseg.infer.collection`); scoring and conversion
 recognise them in a folder (:func:`split_predict_folder`), so that a predict output folder
 can be passed straight to ``handseg evaluate --pred-masks`` and ``handseg convert``.
@@ -16,7 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
+    "CLIP_SIDES",
     "MANIFEST",
+    "ClipFiles",
+    "clip_files",
+    "frame_file",
     "PredictFolder",
     "hands_file",
     "instance_file",
@@ -28,6 +37,14 @@ __all__ = [
 
 MASK, OVERLAY, HANDS = "_mask", "_overlay", "_hands"
 MANIFEST = "manifest.csv"
+CLIP_SIDES = ("left", "right")
+MASKS, POSE, FRAMES_JSONL, CLIP_SUMMARY, MASK_VIDEO = (
+    "_masks",
+    ".pose",
+    "_hands.jsonl",
+    "_clip.json",
+    ".mkv",
+)
 _INSTANCE = re.compile(r"^(?P<base>.+)_hand(?P<i>\d+)$", re.IGNORECASE)
 
 
@@ -47,9 +64,50 @@ def hands_file(out: Path, stem: str) -> Path:
     return out / f"{stem}{HANDS}.json"
 
 
+def frame_file(folder: Path, i: int) -> Path:
+    """Frame ``i`` (from 0) of a folder of per-frame masks."""
+    return folder / f"{i:06d}.png"
+
+
+@dataclass(frozen=True)
+class ClipFiles:
+    """The outputs of one clip. ``masks`` and ``hands[side]`` are folders of
+    :func:`frame_file` PNGs, or ``.mkv`` files with ``mask_video``."""
+
+    masks: Path
+    hands: dict[str, Path]
+    pose: Path
+    frames: Path  # JSON Lines, one line per frame
+    overlay: Path
+    summary: Path
+
+    def all(self, *, overlay: bool, instances: bool) -> list[Path]:
+        """The outputs a finished clip has (the summary last)."""
+        paths = [self.masks, self.frames, self.pose]
+        paths += list(self.hands.values()) if instances else []
+        return paths + ([self.overlay] if overlay else []) + [self.summary]
+
+
+def clip_files(out: Path, stem: str, *, mask_video: bool = False) -> ClipFiles:
+    def masks(suffix: str) -> Path:
+        return out / (f"{stem}{suffix}{MASK_VIDEO}" if mask_video else f"{stem}{suffix}")
+
+    return ClipFiles(
+        masks=masks(MASKS),
+        hands={side: masks(f"{MASKS}_{side}") for side in CLIP_SIDES},
+        pose=out / f"{stem}{POSE}",
+        frames=out / f"{stem}{FRAMES_JSONL}",
+        overlay=overlay_file(out, stem, video=True),
+        summary=out / f"{stem}{CLIP_SUMMARY}",
+    )
+
+
 def is_side_file(path: Path) -> bool:
-    """A non-image file predict writes beside its masks (the hands JSON, the manifest)."""
+    """A non-image file predict writes beside its masks (the hands JSON, the manifest, a
+    clip's pose, frames and summary files)."""
     name = path.name.lower()
+    if name.endswith((POSE, FRAMES_JSONL, CLIP_SUMMARY)):
+        return True
     return name == MANIFEST or (name.endswith(".json") and path.stem.lower().endswith(HANDS))
 
 

@@ -50,9 +50,10 @@ from handseg.core.constants import IMAGE_EXTS, VIDEO_EXTS
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import read_image
 from handseg.core.io import atomic_save_image, atomic_write
-from handseg.core.outputs import MANIFEST, hands_file, mask_file, overlay_file
+from handseg.core.outputs import MANIFEST, clip_files, hands_file, mask_file, overlay_file
 from handseg.core.viz import overlay as overlay_image
 from handseg.core.viz import save_mask_png
+from handseg.infer.clip_collection import clip_row
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -67,16 +68,22 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_MEDIA_EXTS = IMAGE_EXTS + VIDEO_EXTS
+
 PARTS = ".manifest-parts"
 MANIFEST_COLUMNS = (
     "input", "status", "mask", "overlay", "instances", "height", "width", "hand_share",
-    "hands", "runtime", "ms", "error",
+    "hands", "runtime", "ms", "error", "frames",
 )  # fmt: skip
 """``status``: ``ok`` (predicted in this run), ``existing`` (its outputs were complete from
 an earlier run, ``--skip-existing``), ``error`` (see ``error``; no outputs). Output paths
 are relative to OUT; ``hand_share`` is the hand pixels' fraction; ``hands`` the number of
 hands found (hand detector only); ``ms`` the milliseconds spent on the input (decoding,
-network share of its batch, writing)."""
+network share of its batch, writing). A video is one row (one clip, hands tracked,
+:func:`handseg.infer.clips.predict_clip`): ``mask`` its masks (folder or ``.mkv``),
+``overlay`` its overlay video, ``instances`` its ``.pose`` file, ``hand_share`` the mean
+over its frames, ``hands`` the frames with a hand, ``frames`` its frames (empty for
+photos); it is complete when its ``<stem>_clip.json`` exists."""
 
 
 # --- inputs --------------------------------------------------------------------------------
@@ -104,7 +111,7 @@ def _walk(folder: str) -> Iterator[str]:
             try:
                 if e.is_dir(follow_symlinks=False):
                     subfolders.append(e.path)  # one folder's sub-folders, not its files
-                elif e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTS:
+                elif e.is_file() and os.path.splitext(e.name)[1].lower() in _MEDIA_EXTS:
                     yield e.path
             except OSError:
                 continue
@@ -187,13 +194,14 @@ class Loaded:
     image: np.ndarray | None = None
     error: str = ""
     ms: float = 0.0  # decoding time
+    clip: bool = False  # a video: predicted whole, in the main process (predict_clip)
 
 
 def _load(item: Item) -> Loaded:
     start = time.perf_counter()
     loaded = Loaded(item, done=False)
-    if os.path.splitext(item.path)[1].lower() in VIDEO_EXTS:
-        loaded.error = "a video: extract its frames (collections hold images)"
+    if _is_clip(item):
+        loaded.clip = True  # read in the main process: its frames are tracked in order
     else:
         try:
             loaded.image = read_image(item.path)
@@ -203,6 +211,10 @@ def _load(item: Item) -> Loaded:
             loaded.error = f"cannot read {item.path}: {type(exc).__name__}: {exc}"
     loaded.ms = 1000 * (time.perf_counter() - start)
     return loaded
+
+
+def _is_clip(item: Item) -> bool:
+    return os.path.splitext(item.path)[1].lower() in VIDEO_EXTS
 
 
 def blocks(items: Iterable[Item], size: int) -> Iterator[tuple[int, list[Item]]]:
@@ -239,7 +251,7 @@ class CollectionDataset(IterableDataset):
                 continue
             done = [self._complete(item) for item in block]
             if all(done):
-                yield k, [Loaded(item, done=True) for item in block]
+                yield k, [Loaded(item, done=True, clip=_is_clip(item)) for item in block]
                 continue
             loaded = [_load(item) for item in block]
             for ld, d in zip(loaded, done):
@@ -249,6 +261,8 @@ class CollectionDataset(IterableDataset):
     def _complete(self, item: Item) -> bool:
         if not self.skip_existing:
             return False
+        if _is_clip(item):
+            return clip_files(self.out, item.stem).summary.is_file()
         paths = output_paths(self.out, item.stem, overlay=self.overlay, instances=self.instances)
         return all(p.is_file() for p in paths.values())
 
@@ -397,9 +411,10 @@ class _Writer:
 
     def __init__(
         self, predictor: Any, out: Path, part: ManifestPart, *, batch_size: int,
-        overlay: bool, instances: bool,
+        overlay: bool, instances: bool, clip_options: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         self.predictor, self.out, self.part = predictor, out, part
+        self.clip_options = clip_options or {}
         self.batch_size, self.overlay, self.instances = batch_size, overlay, instances
         backend = getattr(predictor, "backend", None)
         self.runtime = (
@@ -414,6 +429,7 @@ class _Writer:
 
     def block(self, block: list[Loaded]) -> int:
         """Predict and write one block; returns the number of errors."""
+        errors = 0
         readable = [ld for ld in block if ld.image is not None]
         results: dict[int, tuple[np.ndarray, Any]] = {}
         net_ms = 0.0
@@ -421,8 +437,10 @@ class _Writer:
             start = time.perf_counter()
             results = self._predict(readable)
             net_ms = 1000 * (time.perf_counter() - start) / len(readable)
-        errors = 0
         for ld in block:
+            if ld.clip:  # a video: predicted here, whole, in input order
+                errors += clip_row(self, ld)
+                continue
             got = results.get(id(ld))
             if isinstance(got, str):
                 ld.error, got = got, None
@@ -490,7 +508,7 @@ class _Writer:
         self.part.put(ld.item, make, keep=lambda old: old["status"] in ("ok", "existing"))
 
 
-_LEFTOVER = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp\.(png|jpg|json|csv)$")
+_LEFTOVER = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp\.(png|jpg|json|csv|jsonl|pose)$")
 """The temporary file of an atomic write (:func:`handseg.core.io.atomic_write`)."""
 
 
@@ -525,6 +543,7 @@ def predict_collection(
     workers: int = 2,
     dist: Distributed | None = None,
     progress: bool = True,
+    clip_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Predict this process's share of a collection (see the module docstring) and, on
     rank 0 once all processes are done, write ``OUT/manifest.csv``.
@@ -553,8 +572,9 @@ def predict_collection(
         (out / MANIFEST).unlink(missing_ok=True)
     part = ManifestPart(out / PARTS / f"rank{d.rank}.csv", resume=skip_existing)
     writer = _Writer(
-        predictor, out, part, batch_size=batch_size, overlay=overlay, instances=instances
-    )
+        predictor, out, part, batch_size=batch_size, overlay=overlay, instances=instances,
+        clip_options=clip_options,
+    )  # fmt: skip
     desc = "predict" if d.world_size == 1 else f"predict (rank 0 of {d.world_size})"
     errors = 0
     try:

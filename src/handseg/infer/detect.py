@@ -89,7 +89,7 @@ class Hand:
             "handedness_score": round(self.handedness_score, 4),
             "score": round(self.score, 4),
             "presence": round(self.presence, 4),
-            "landmarks": np.round(self.landmarks, 2).tolist(),
+            "landmarks": np.round(self.landmarks.astype(np.float64), 2).tolist(),
         }
 
 
@@ -365,6 +365,17 @@ class HandDetector:
             hands.append(_make_hand(lm, presence, left_prob, float(sc), (h, w), mirrored))
         return hands
 
+    def follow(
+        self, rgb: np.ndarray, previous: Hand, *, min_presence: float = 0.5, mirrored: bool = False
+    ) -> Hand | None:
+        """The hand of the previous frame in this frame: the landmark model alone on the ROI
+        of its previous landmarks (MediaPipe's tracking step); None when it is not there
+        (presence below ``min_presence``). ``rgb``: (H, W, 3) uint8, C-contiguous."""
+        lm, presence, left_prob = self._landmarks(rgb, self._landmark_roi(previous.landmarks))
+        if presence < min_presence:
+            return None
+        return _make_hand(lm, presence, left_prob, previous.score, rgb.shape[:2], mirrored)
+
     def track(
         self,
         rgb_uint8: np.ndarray,
@@ -378,15 +389,14 @@ class HandDetector:
         detection when no hand was followed, and on ``redetect`` frames when fewer than
         ``max_hands`` were. Saves the palm model on most frames."""
         rgb = np.ascontiguousarray(rgb_uint8)
-        h, w = rgb.shape[:2]
         max_hands = int(options.get("max_hands", 2))
         min_presence = float(options.get("min_presence", 0.5))
         mirrored = bool(options.get("mirrored", False))
-        kept: list[Hand] = []
-        for prev in previous[:max_hands]:
-            lm, presence, left_prob = self._landmarks(rgb, self._landmark_roi(prev.landmarks))
-            if presence >= min_presence:
-                kept.append(_make_hand(lm, presence, left_prob, prev.score, (h, w), mirrored))
+        kept = [
+            hand
+            for prev in previous[:max_hands]
+            if (hand := self.follow(rgb, prev, min_presence=min_presence, mirrored=mirrored))
+        ]
         if (redetect or not kept) and len(kept) < max_hands:
             boxes = np.array([k.box for k in kept]) if kept else None
             for hand in self(rgb, **options):

@@ -3,7 +3,9 @@
 :func:`expand_inputs` turns files, folders and globs into a list of paths,
 :func:`predict_paths` writes a mask and an overlay per image, :func:`predict_video` writes
 an overlay video from any ``cv2.VideoCapture`` source (a file or a camera index), and
-:func:`predict_inputs` does all three for a command line's inputs.
+:func:`predict_inputs` does it for a command line's inputs: photos through
+:func:`predict_paths`, videos (and folders of frames with ``clip``) through
+:func:`handseg.infer.clips.predict_clip` (per-frame masks, hands tracked, .pose).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from handseg.core.constants import IMAGE_EXTS, VIDEO_EXTS
 from handseg.core.errors import HandsegError, check_pixels
 from handseg.core.imaging import natural_key, read_image
 from handseg.core.io import atomic_save_image, atomic_write_json
-from handseg.core.outputs import hands_file, instance_file, mask_file, overlay_file
+from handseg.core.outputs import clip_files, hands_file, instance_file, mask_file, overlay_file
 from handseg.core.viz import overlay, save_mask_png
+from handseg.infer.clip_io import VideoSink
+from handseg.infer.clips import predict_clip
 from handseg.infer.predictor import Predictor
 
 __all__ = ["expand_inputs", "has_glob", "is_video", "predict_inputs", "predict_paths",
@@ -270,7 +274,7 @@ def predict_video(
     cap = _open_capture(source, name)
     fps, total = _frame_rate(cap), _frame_count(cap, max_frames)
     frames: deque[np.ndarray] = deque()  # RGB frames awaiting their mask
-    sink = _VideoSink(out_path, fps, show)
+    sink = VideoSink(out_path, fps, show)
     written = 0
     start = time.perf_counter()
     try:
@@ -356,59 +360,6 @@ def _read_frames(
         yield rgb
 
 
-class _VideoSink:
-    """Where overlaid frames go: an MP4 file (opened at the first frame's size) and/or a
-    window (``q`` or Esc sets :attr:`stopped`)."""
-
-    WINDOW = "handseg (q to stop)"
-
-    def __init__(self, out_path: str | Path | None, fps: float, show: bool) -> None:
-        self.out_path, self.fps, self.show = out_path, fps, show
-        self.writer: cv2.VideoWriter | None = None
-        self.size: tuple[int, int] | None = None  # (H, W) of the first frame
-        self.stopped = False
-
-    def put(self, bgr: np.ndarray) -> None:
-        if self.size is None:
-            self.size = bgr.shape[:2]
-            self._open_writer()
-        if self.writer is not None:
-            self.writer.write(bgr)
-        if self.show:
-            self._display(bgr)
-
-    def _open_writer(self) -> None:
-        if self.out_path is None:
-            return
-        Path(self.out_path).parent.mkdir(parents=True, exist_ok=True)
-        fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-        h, w = self.size
-        self.writer = cv2.VideoWriter(str(self.out_path), fourcc, self.fps, (w, h))
-        if not self.writer.isOpened():
-            raise HandsegError(
-                f"cannot write video {self.out_path}: OpenCV has no mp4v encoder or the "
-                "folder is not writable"
-            )
-
-    def _display(self, bgr: np.ndarray) -> None:
-        try:
-            cv2.imshow(self.WINDOW, bgr)
-            key = cv2.waitKey(1) & 0xFF
-        except cv2.error:
-            raise HandsegError(
-                "this OpenCV build cannot open windows (opencv-python-headless); drop --show "
-                "and open the written video, or pip install opencv-python"
-            ) from None
-        if key in (ord("q"), 27):
-            self.stopped = True
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-        if self.show:
-            cv2.destroyAllWindows()
-
-
 def predict_inputs(
     predictor: Predictor,
     inputs: Sequence[str | Path],
@@ -418,18 +369,26 @@ def predict_inputs(
     overlay: bool = True,
     progress: bool = True,
     instances: bool = False,
+    clip: bool = False,
+    **clip_options: Any,
 ) -> list[dict[str, Any]]:
     """``handseg predict``: expand ``inputs`` (:func:`expand_inputs`), write masks and
-    overlays for the images (:func:`predict_paths`) and ``<stem>_overlay.mp4`` for each
-    video (:func:`predict_video`). A video that fails gets a warning and is skipped.
+    overlays for the images (:func:`predict_paths`) and the per-frame outputs of every
+    video (:func:`handseg.infer.clips.predict_clip`, hands tracked). With ``clip`` each
+    folder input is one clip of frames instead of a folder of photos. ``clip_options``
+    (``mask_video``, ``fps``, ``smooth``, ``max_frames``) go to ``predict_clip``. A clip
+    that fails gets a warning and is skipped.
 
     Returns:
-        The image records, then one record per video: ``{"input", "ok", "output",
-        "frames", "fps", ...}`` or ``{"input", "ok": False, "error"}``.
+        The image records, then one record per clip: ``{"input", "ok", "output" (its
+        summary file), "frames", "fps" (frames per second end to end), "summary"}`` or
+        ``{"input", "ok": False, "error"}``.
     """
-    paths = expand_inputs(inputs)
+    folders = [Path(i) for i in inputs if clip and Path(i).is_dir()]
+    rest = [i for i in inputs if not (clip and Path(i).is_dir())]
+    paths = expand_inputs(rest) if rest else []
     images = [p for p in paths if not is_video(p)]
-    videos = [p for p in paths if is_video(p)]
+    clips = [p for p in paths if is_video(p)] + folders
     records = (
         predict_paths(
             predictor,
@@ -444,15 +403,20 @@ def predict_inputs(
         else []
     )
     names = _Names()
-    if videos and hasattr(predictor, "for_video"):  # the detector's real-time settings
-        predictor = predictor.for_video()
-    for v in videos:
-        out = overlay_file(Path(out_dir), names.take(v.stem), video=True)
+    for c in clips:
+        stem = names.take(c.stem if c.is_file() else c.name)
         try:
-            info = predict_video(predictor, v, out, progress=progress, batch_size=batch_size)
+            info = predict_clip(predictor, c, out_dir, stem, instances=instances,
+                                overlay=overlay, progress=progress, **clip_options)  # fmt: skip
         except HandsegError as exc:
             log.warning("skipped: %s", exc)
-            records.append({"input": v, "ok": False, "error": str(exc)})
+            records.append({"input": c, "ok": False, "error": str(exc)})
             continue
-        records.append({"ok": True, **info})
+        if not info["ok"]:
+            log.warning("skipped: %s", info["error"])
+            records.append({"input": c, "ok": False, "error": info["error"]})
+            continue
+        records.append({"input": c, "ok": True, "output": clip_files(Path(out_dir), stem).summary,
+                        "frames": info["frames"], "fps": info["frames_per_second"] or 0.0,
+                        "summary": info})  # fmt: skip
     return records

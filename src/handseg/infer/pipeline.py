@@ -157,7 +157,12 @@ class HandPipeline:
         return self._previous
 
     def __call__(self, rgb: np.ndarray) -> HandResult:
-        hands = self.hands(rgb)
+        return self.segment_hands(rgb, self.hands(rgb))
+
+    def segment_hands(self, rgb: np.ndarray, hands: Sequence[Hand]) -> HandResult:
+        """The refiner on hands found already (e.g. by a clip's tracker): mask + one mask
+        per hand, in the order of ``hands``."""
+        hands = list(hands)
         h, w = rgb.shape[:2]
         if not hands:
             return HandResult(np.zeros((h, w), np.uint8), [], [])
