@@ -16,6 +16,7 @@ where a hand is not seen).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,9 @@ def open_clip(
         return _FolderSource(files, name, fps or DEFAULT_FPS, max_frames)
     if not isinstance(source, int) and not Path(source).is_file():
         raise HandsegError(f"clip {source} does not exist; check the path")
+    # FFmpeg's own messages ("overread", "moov atom not found") would print around the one
+    # line handseg gives per bad clip; OPENCV_FFMPEG_LOGLEVEL=24 shows them again
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cap = cv2.VideoCapture(source if isinstance(source, int) else str(source))
     if not cap.isOpened():
         raise HandsegError(

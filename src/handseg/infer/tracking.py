@@ -43,6 +43,9 @@ from handseg.infer.refine import hand_size
 
 __all__ = ["SIDES", "MaskSmoother", "OneEuro", "TrackedHand", "HandTracker"]
 
+HANDEDNESS_WEIGHT = 2.0
+"""A confident handedness that contradicts a track's side costs as much as being this many
+hand sizes away: when hands cross, positions are ambiguous and handedness decides."""
 SIDES = ("left", "right")
 """Track names: the person's hands (the pose file's LEFT_HAND / RIGHT_HAND components)."""
 
@@ -115,8 +118,10 @@ class _Track:
 
 
 def _evidence(hand: Hand) -> float:
-    """Signed handedness evidence of one observation: + for left, - for right, 0 unsure."""
-    strength = max(0.0, 2 * hand.handedness_score - 1)  # 0 at 0.5, 1 at certainty
+    """Signed handedness evidence of one observation: + for left, - for right, 0 unsure;
+    squared, so that a hesitant score (0.6: 0.04) counts far less than a sure one (0.95:
+    0.81): the landmark model hesitates most when a hand is half hidden."""
+    strength = max(0.0, 2 * hand.handedness_score - 1) ** 2  # 0 at 0.5, 1 at certainty
     return strength if hand.handedness == "left" else -strength
 
 
@@ -175,78 +180,73 @@ class HandTracker:
     # -- one frame ---------------------------------------------------------------------------
     def __call__(self, rgb: np.ndarray) -> list[TrackedHand]:
         rgb = np.ascontiguousarray(rgb)
-        followed = self._follow(rgb)
-        need = len(followed) < self.max_hands
-        if need and (not followed or self.frame % self.redetect_every == 0):
-            fresh = [d for d in self.detector(rgb, **self.options)
-                     if all(_box_iou(d, f) <= 0.3 for f in followed.values())]  # fmt: skip
-            self._assign(fresh, followed)
-        self._update(followed, rgb.shape[:2])
+        found = self._follow(rgb)
+        if len(found) < self.max_hands and (not found or self.frame % self.redetect_every == 0):
+            found += [d for d in self.detector(rgb, **self.options)
+                      if all(_box_iou(d, f) <= 0.3 for f in found)]  # fmt: skip
+        self._update(self._assign(found), rgb.shape[:2])
         self.frame += 1
         seen = [t for t in self.tracks if t.missing == 0]
         seen.sort(key=lambda t: SIDES.index(t.side))
         return [TrackedHand(t.side, t.id, t.hand, t.smooth) for t in seen]
 
-    def _follow(self, rgb: np.ndarray) -> dict[int, Hand]:
-        """Track id -> this frame's hand, for the tracks seen in the previous frame; one
-        hand is never given to two tracks."""
+    def _follow(self, rgb: np.ndarray) -> list[Hand]:
+        """The hands of the previous frame followed into this one; where two land on the
+        same hand (hands crossing) it is kept once. Which track each belongs to is
+        decided afterwards (:meth:`_assign`), by position and handedness."""
         min_presence = float(self.options.get("min_presence", 0.5))
         mirrored = bool(self.options.get("mirrored", False))
-        got: dict[int, Hand] = {}
+        got: list[Hand] = []
         for t in self.tracks:
             if t.missing == 0:
                 hand = self.detector.follow(rgb, t.hand, min_presence=min_presence,
                                             mirrored=mirrored)  # fmt: skip
-                if hand is not None:
-                    got[t.id] = hand
-        by_id = {t.id: t for t in self.tracks}
-        ids = list(got)
-        for i, a in enumerate(ids):
-            for b in ids[i + 1 :]:
-                if a in got and b in got and _box_iou(got[a], got[b]) > 0.5:
-                    worse = max((a, b), key=lambda k: self._cost(by_id[k], got[k]))
-                    del got[worse]  # both landed on one hand: the worse fit goes missing
+                if hand is None:
+                    continue
+                twin = next((g for g in got if _box_iou(g, hand) > 0.5), None)
+                if twin is None:
+                    got.append(hand)
+                elif hand.presence > twin.presence:
+                    got[got.index(twin)] = hand
         return got
 
     def _cost(self, track: _Track, hand: Hand) -> float:
         """How badly ``hand`` fits ``track``: landmark distance from the predicted position
-        in hand sizes, plus 1 when it contradicts the track's side."""
-        size = hand_size(track.hand.landmarks)
+        in hand sizes (the larger of the two), plus up to :data:`HANDEDNESS_WEIGHT` when
+        its handedness contradicts the track's side."""
+        size = max(hand_size(track.hand.landmarks), hand_size(hand.landmarks))
         dist = float(np.linalg.norm(hand.landmarks[:, :2] - track.predicted(), axis=1).mean())
         side = track.side if track.side is not None else track.voted_side
         contra = max(0.0, -_evidence(hand) if side == "left" else _evidence(hand))
-        return dist / size + contra
+        return dist / size + HANDEDNESS_WEIGHT * contra
 
-    def _gate(self, track: _Track) -> float:
-        return 2.0 + 0.25 * track.missing
-
-    def _assign(self, fresh: list[Hand], followed: dict[int, Hand]) -> None:
-        """Give new detections to the tracks not followed (Hungarian assignment, gated),
-        then start tracks for what is left while there is room."""
-        open_tracks = [t for t in self.tracks if t.id not in followed]
-        if fresh and open_tracks:
-            cost = np.array([[self._cost(t, d) for d in fresh] for t in open_tracks])
-            rows, cols = linear_sum_assignment(cost)
-            taken = set()
-            for r, c in zip(rows, cols):
-                t = open_tracks[r]
-                same_side = t.side is not None and _evidence(fresh[c]) * (
-                    1 if t.side == "left" else -1) > 0  # fmt: skip
-                if cost[r, c] <= self._gate(t) or same_side:
-                    followed[t.id] = fresh[c]
-                    taken.add(c)
-            fresh = [d for i, d in enumerate(fresh) if i not in taken]
-        for d in fresh:
+    def _assign(self, found: list[Hand]) -> dict[int, Hand]:
+        """Track id -> its hand in this frame: Hungarian assignment of all hands found to
+        all live tracks (gated; a locked track also takes a hand of its side from anywhere,
+        as when a hand comes back from outside the frame); tracks for what is left, while
+        there is room."""
+        got: dict[int, Hand] = {}
+        if found and self.tracks:
+            cost = np.array([[self._cost(t, d) for d in found] for t in self.tracks])
+            for r, c in zip(*linear_sum_assignment(cost)):
+                t = self.tracks[r]
+                sign = 1 if t.side == "left" else -1
+                same_side = t.locked and _evidence(found[c]) * sign > 0.5
+                if cost[r, c] <= 2.0 + 0.25 * t.missing or same_side:
+                    got[t.id] = found[c]
+        taken = {id(h) for h in got.values()}
+        for d in (d for d in found if id(d) not in taken):
             if len(self.tracks) >= self.max_hands:
                 # a full house: a hand missing for good makes room for the new one
-                gone = [t for t in self.tracks if t.id not in followed]
+                gone = [t for t in self.tracks if t.id not in got]
                 if not gone:
                     break
                 self.tracks.remove(max(gone, key=lambda t: t.missing))
             t = _Track(self._next_id, d, d, OneEuro(self.fps, **self.filter_args))
             self._next_id += 1
             self.tracks.append(t)
-            followed[t.id] = d
+            got[t.id] = d
+        return got
 
     def _update(self, observed: dict[int, Hand], shape: tuple[int, int]) -> None:
         for t in list(self.tracks):
@@ -258,7 +258,7 @@ class HandTracker:
                 continue
             if t.seen:
                 step = hand.landmarks[:, :2].mean(0) - t.hand.landmarks[:, :2].mean(0)
-                t.velocity = 0.5 * t.velocity + 0.5 * step / (t.missing + 1)
+                t.velocity = 0.3 * t.velocity + 0.7 * step / (t.missing + 1)
             frames = t.missing + 1
             t.hand, t.missing, t.seen = hand, 0, t.seen + 1
             if not t.locked:
