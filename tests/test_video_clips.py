@@ -248,7 +248,11 @@ def test_flicker_figure_on_known_masks():
     pred = [on, 1 - on, on]  # every pixel flips twice
     t = evaluate_clip_masks(pred, gt)["temporal"]
     assert t == {"pairs": 2, "pred_change": 1.0, "gt_change": 0.0, "flicker": 1.0,
-                 "flicker_ratio": None}  # fmt: skip
+                 "flicker_ratio": None, "spurious_change": 1.0}  # fmt: skip
+    moved = np.roll(on, 1, axis=0)  # the truth moves one row; the prediction lags a frame
+    t = evaluate_clip_masks([on, on, moved], [on, moved, moved])["temporal"]
+    assert t["pred_change"] == t["gt_change"] == pytest.approx(0.1)
+    assert t["flicker"] == 0 and t["spurious_change"] == pytest.approx(0.1)
 
 
 def test_mask_smoothing_lowers_flicker_on_a_moving_hand():
@@ -271,6 +275,7 @@ def test_mask_smoothing_lowers_flicker_on_a_moving_hand():
     raw_t = evaluate_clip_masks(raw_frames, true_frames)
     smooth_t = evaluate_clip_masks(smooth_frames, true_frames)
     assert smooth_t["temporal"]["flicker"] < 0.5 * raw_t["temporal"]["flicker"]
+    assert smooth_t["temporal"]["spurious_change"] < raw_t["temporal"]["spurious_change"]
     assert smooth_t["classes"]["hand"]["IoU"] >= raw_t["classes"]["hand"]["IoU"] - 0.01
 
 
@@ -371,3 +376,32 @@ def test_real_detector_tracks_two_photo_hands(shared_data, tmp_path):
                 assert owner.setdefault(side, sprite) == sprite, f"frame {i}: sides swapped"
                 found += 1
     assert found >= 30  # of 40 hands
+
+
+def test_webcam_stream_is_tracked_as_a_clip(monkeypatch):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from handseg.app import serve as serve_module
+
+    clip = _clip(frames=30)
+    monkeypatch.setattr(serve_module, "load_segmenter", lambda model, **kw: _segmenter(clip))
+    segmenter = serve_module.Segmenter(None)
+    try:
+        client = TestClient(serve_module.create_app(segmenter))
+        owner: dict[str, int] = {}
+        for i, frame in enumerate(clip.frames):
+            png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes()
+            r = client.post("/api/segment?format=json&stream=cam-1",
+                            files={"image": ("f.png", png)})  # fmt: skip
+            assert r.status_code == 200, r.text
+            for hand in r.json()["hands"]:
+                assert owner.setdefault(hand["side"], _sprite_of(hand)) == _sprite_of(hand), i
+        assert set(owner) == {"left", "right"}
+        # a single photo (no stream) is not tracked: no sides, no state
+        r = client.post("/api/segment?format=json", files={"image": ("f.png", png)})
+        assert r.status_code == 200 and all("side" not in h for h in r.json()["hands"])
+        bad = client.post("/api/segment?stream=a/b", files={"image": ("f.png", png)})
+        assert bad.status_code == 422
+    finally:
+        segmenter.close()

@@ -34,6 +34,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -49,6 +50,7 @@ from handseg.core.imaging import check_aspect, read_image, read_mask
 from handseg.core.rundir import RunDir
 from handseg.core.viz import overlay
 from handseg.eval.metrics import SegmentationMetrics
+from handseg.infer.clips import ClipSegmenter
 from handseg.infer.pipeline import load_segmenter
 
 if TYPE_CHECKING:
@@ -63,6 +65,12 @@ NO_MODEL_NOTE = (
     "no model file, so no model card: the built-in pipeline (MediaPipe's hand detector and "
     "a refiner that needs no training) runs, as handseg predict without --model"
 )
+MAX_STREAMS = 8
+"""Video streams (webcam sessions) tracked at a time."""
+STREAM_IDLE_S = 60.0
+"""A stream silent for this long is forgotten (its next frame starts a new clip)."""
+STREAM_FPS = 10.0
+"""The frame rate a stream's smoothing assumes (a webcam page sends a frame per answer)."""
 STATIC = "static"
 """Folder of the page (index.html, app.js, style.css) inside this package."""
 
@@ -134,6 +142,8 @@ class Segmenter:
         self.limits = limits or ServeLimits()
         self.predictor = load_segmenter(model, device=device, **runtime)
         self._lock = threading.Lock()  # one network call at a time (and HandSegmenter.last)
+        # stream id -> (its tracker, frame size, last frame's time)
+        self._streams: OrderedDict[str, tuple[ClipSegmenter, tuple, float]] = OrderedDict()
         self._tmp = tempfile.TemporaryDirectory(prefix="handseg-serve-")
         self.facts = self._model_facts()
 
@@ -191,13 +201,35 @@ class Segmenter:
             hands = [h.to_json() for h in last.hands] if last is not None else None
         return mask, hands
 
-    def segment(self, data: bytes, *, want_overlay: bool = False) -> dict[str, Any]:
+    def _track(self, image: np.ndarray, stream: str):
+        """A frame of video stream ``stream``: its own clip tracker (as handseg predict
+        runs a video), kept for :data:`STREAM_IDLE_S` seconds of silence, at most
+        :data:`MAX_STREAMS` at a time (the least recently used goes)."""
+        with self._lock:
+            now = time.monotonic()
+            for key in [k for k, v in self._streams.items() if now - v[2] > STREAM_IDLE_S]:
+                del self._streams[key]
+            seg, size, _ = self._streams.pop(stream, (None, None, 0.0))
+            if seg is None or size != image.shape[:2]:  # new, or the camera changed
+                seg = ClipSegmenter(self.predictor, fps=STREAM_FPS)
+            self._streams[stream] = (seg, image.shape[:2], now)
+            while len(self._streams) > MAX_STREAMS:
+                self._streams.pop(next(iter(self._streams)))
+            result = seg(image)
+        hands = [t.to_json() for t in result.hands] if seg.detects_hands else None
+        return result.mask, hands
+
+    def segment(
+        self, data: bytes, *, want_overlay: bool = False, stream: str | None = None
+    ) -> dict[str, Any]:
         """An uploaded image -> ``{"mask": PNG bytes, "width", "height", "hand_fraction",
-        "hands" (with the hand detector: box, handedness, scores, landmarks per hand),
-        "overlay": JPEG bytes (with ``want_overlay``), "seconds"}``."""
+        "hands" (with the hand detector: box, handedness, scores, landmarks per hand; in a
+        stream also side and track), "overlay": JPEG bytes (with ``want_overlay``),
+        "seconds"}``. ``stream``: the image is the next frame of that video stream (the
+        webcam): hands tracked from frame to frame (:class:`handseg.infer.clips.ClipSegmenter`)."""
         start = time.perf_counter()
         image = self.decode(data, "image", read_image)
-        mask, hands = self._predict(image)
+        mask, hands = self._predict(image) if stream is None else self._track(image, stream)
         out: dict[str, Any] = {
             "width": int(mask.shape[1]),
             "height": int(mask.shape[0]),

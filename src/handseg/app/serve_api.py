@@ -47,7 +47,9 @@ class Service(Protocol):
     facts: dict[str, Any]
     """What ``GET /api/model`` answers."""
 
-    def segment(self, data: bytes, *, want_overlay: bool = False) -> dict[str, Any]: ...
+    def segment(
+        self, data: bytes, *, want_overlay: bool = False, stream: str | None = None
+    ) -> dict[str, Any]: ...
 
     def evaluate(
         self, image_data: bytes, mask_data: bytes, *, hand_value: str | None = None
@@ -312,7 +314,10 @@ def _add_work_routes(
         description="Multipart field `image`. Answers the mask as PNG (hand 255, the "
         "image's size; headers X-Hand-Fraction, X-Image-Size), or with format=json: "
         "width, height, hand_fraction, mask_png (base64), hands (with the hand detector) "
-        "and, with overlay=true, overlay_jpeg (base64).",
+        "and, with overlay=true, overlay_jpeg (base64). With stream=ID (any short name the "
+        "client picks, e.g. one per webcam session) the frames of that stream are one clip: "
+        "hands tracked as handseg predict tracks a video (each hand keeps its side and "
+        "track, landmarks and masks smoothed over time).",
         openapi_extra=_FORM_DOC,
         response_class=Response,
         responses={200: {"content": {"image/png": {}, "application/json": {}}}},
@@ -321,12 +326,19 @@ def _add_work_routes(
         request: Request,
         format: Literal["png", "json"] = Query("png", description="png or json"),
         overlay: bool = Query(False, description="json only: also the overlay JPEG"),
+        stream: str | None = Query(
+            None,
+            max_length=64,
+            pattern=r"^[A-Za-z0-9_.-]+$",
+            description="frames of one video stream: hands tracked across its frames",
+        ),  # fmt: skip
     ) -> Response:
         with admission:
             files, _ = await _read_form(request, ("image",))
             result = await run_in_pool(
-                pool, segmenter.segment, files["image"], want_overlay=overlay and format == "json"
-            )
+                pool, segmenter.segment, files["image"],
+                want_overlay=overlay and format == "json", stream=stream,
+            )  # fmt: skip
         if format == "json":
             return _segment_json(result)
         headers = {

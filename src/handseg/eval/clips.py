@@ -11,8 +11,10 @@ its frames taken as photos.
 consecutive frames, averaged over the clip's consecutive pairs; ``flicker`` is the
 prediction's change minus the ground truth's (``pred_change - gt_change``): the label
 changes that the hands' real motion does not explain. 0 is a mask that changes exactly as
-much as the truth; a mask that lags the motion can go below 0. Reported with
-``flicker_ratio`` (pred_change / gt_change) in ``result["temporal"]``.
+much as the truth; a mask that lags the motion can go below 0. ``spurious_change`` is
+the share of pixels whose predicted label changes where the ground truth's does not (never
+below 0: noise and lag both count). Reported with ``flicker_ratio`` (pred_change /
+gt_change) in ``result["temporal"]``.
 """
 
 from __future__ import annotations
@@ -49,21 +51,25 @@ class TemporalStability:
         self.prev: tuple[np.ndarray, np.ndarray] | None = None
         self.pred_change: list[float] = []
         self.gt_change: list[float] = []
+        self.spurious: list[float] = []
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
         p, g = pred > 0, gt == 1  # gt: 0/1 with ignore values counted as not hand
         if self.prev is not None:
-            self.pred_change.append(float((p != self.prev[0]).mean()))
-            self.gt_change.append(float((g != self.prev[1]).mean()))
+            dp, dg = p != self.prev[0], g != self.prev[1]
+            self.pred_change.append(float(dp.mean()))
+            self.gt_change.append(float(dg.mean()))
+            self.spurious.append(float((dp & ~dg).mean()))
         self.prev = (p, g)
 
     def compute(self) -> dict[str, Any]:
         if not self.pred_change:
             return {"pairs": 0, "pred_change": None, "gt_change": None, "flicker": None,
-                    "flicker_ratio": None}  # fmt: skip
+                    "flicker_ratio": None, "spurious_change": None}  # fmt: skip
         pc, gc = float(np.mean(self.pred_change)), float(np.mean(self.gt_change))
         return {"pairs": len(self.pred_change), "pred_change": pc, "gt_change": gc,
-                "flicker": pc - gc, "flicker_ratio": pc / gc if gc > 0 else None}  # fmt: skip
+                "flicker": pc - gc, "flicker_ratio": pc / gc if gc > 0 else None,
+                "spurious_change": float(np.mean(self.spurious))}  # fmt: skip
 
 
 def evaluate_clip_masks(
@@ -150,5 +156,5 @@ def stability_line(result: dict[str, Any]) -> str:
     return (
         f"{result['num_frames']} frames: labels changing per frame {100 * t['pred_change']:.3f} % "
         f"(ground truth {100 * t['gt_change']:.3f} %), flicker {100 * t['flicker']:+.3f} % "
-        "of the pixels"
+        f"of the pixels, changes where the truth holds still {100 * t['spurious_change']:.3f} %"
     )

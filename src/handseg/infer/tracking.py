@@ -23,8 +23,10 @@
 :class:`MaskSmoother` keeps one probability map per track: the previous map is warped by the
 hand's motion (the similarity transform between its smoothed landmarks in the two frames)
 and blended with the new per-hand mask (``p = a * new + (1 - a) * warped``); the mask is
-``p > 0.5``. A pixel changes label only when two frames in a row say so (with ``a`` 0.4),
-while the warp keeps the edges on the moving hand.
+``p > 0.5``: with ``a`` 0.4 a pixel changes label only when two frames in a row say so
+(a one-frame dropout inside the hand is bridged), while the warp keeps the edges on the
+moving hand. The refiner itself gets each frame's own landmarks; the smoothed
+ones are what the outputs (.pose, .jsonl) hold.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class OneEuro:
     (Hz); ``scale`` divides values before the speed is measured (a hand size, so ``beta``
     is in hand sizes per second)."""
 
-    def __init__(self, fps: float, min_cutoff: float = 1.5, beta: float = 1.0,
+    def __init__(self, fps: float, min_cutoff: float = 1.5, beta: float = 10.0,
                  d_cutoff: float = 1.0) -> None:  # fmt: skip
         self.dt = 1.0 / fps
         self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
@@ -162,7 +164,7 @@ class HandTracker:
         lock_after: int = 5,
         smooth: bool = True,
         min_cutoff: float = 1.5,
-        beta: float = 1.0,
+        beta: float = 10.0,
     ) -> None:
         self.detector = detector
         self.options = dict(FAST if options is None else options)
@@ -301,7 +303,7 @@ class MaskSmoother:
         h, w = shape
         probs: dict[str, np.ndarray] = {}
         for th, m in zip(hands, masks):
-            lm = th.hand.landmarks[:, :2].astype(np.float32)
+            lm = th.raw.landmarks[:, :2].astype(np.float32)  # what the mask was made from
             p = m.astype(np.float32)
             old = self.state.get(th.track)
             if old is not None and self.frame - old[2] <= self.reset_after:

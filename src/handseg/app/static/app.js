@@ -238,7 +238,7 @@ function downloadZip() {
 }
 
 // ---- webcam ---------------------------------------------------------------------------------
-const cam = { stream: null, running: false, times: [] };
+const cam = { stream: null, running: false, times: [], id: "" };
 
 async function startCamera() {
   try {
@@ -252,6 +252,8 @@ async function startCamera() {
   await video.play();
   cam.running = true;
   cam.times = [];
+  // one id per camera session: the server tracks the hands across its frames
+  cam.id = `cam-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
   $("cam-start").disabled = true;
   $("cam-stop").disabled = false;
   $("cam-overlay").hidden = false;
@@ -278,7 +280,7 @@ async function cameraLoop(video) {
     const form = new FormData();
     form.append("image", blob, "frame.jpg");
     try {
-      const r = await fetch("/api/segment?format=json&overlay=true", { method: "POST", body: form });
+      const r = await fetch(`/api/segment?format=json&overlay=true&stream=${cam.id}`, { method: "POST", body: form });
       const body = await r.json();
       if (!r.ok) throw new Error(body.error || `HTTP ${r.status}`);
       if (!cam.running) break;
