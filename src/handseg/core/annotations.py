@@ -4,7 +4,8 @@
   pycocotools' compressed string or as a plain list;
 - polygons traced from a mask for LabelMe (holes and islands inside holes kept as layers:
   hand polygons, then "background" polygons that cut holes, then hand polygons inside the
-  holes, ...) and their rasterisation in file order;
+  holes, ...) and their rasterisation in file order; COCO polygons' rasterisation (pixel
+  squares, centres inside: pycocotools' convention);
 - CVAT's ``labelmap.txt`` (``label:r,g,b:parts:actions``) and the colours of its masks.
 
 Masks are (H, W) uint8 with 0 = background, 1 = hand (any non-zero value counts as hand
@@ -285,6 +286,53 @@ def fill_polygons(
         if len(pts):
             cv2.fillPoly(out, [pts], 1 if is_hand else 0)
             cv2.polylines(out, [pts], True, 1 if is_hand else 0)  # edges are pixels too
+    return out
+
+
+def fill_area_polygon(out: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Fill one polygon onto ``out`` ((H, W) uint8, set to 1 inside; returned) in COCO's
+    pixel convention: pixel (row i, column j) is the unit square [j, j + 1] x [i, i + 1], so
+    its centre is (j + 0.5, i + 0.5), and it is filled when that centre lies inside the
+    polygon (even-odd rule). A square with corners (10, 10) and (20, 20) fills the 100
+    pixels of rows and columns 10..19, as pycocotools' ``frPyObjects`` + ``decode`` do
+    (LabelMe's points are pixel centres instead: :func:`fill_polygons`).
+
+    ``points``: (N, 2) x, y. Costs the polygon's row crossings plus its bounding box; a
+    polygon that crosses the image's rows more often than the image has pixels is corrupt
+    (ValueError), since no outline of a mask does.
+    """
+    h, w = out.shape
+    x0, y0 = points[:, 0], points[:, 1]
+    x1, y1 = np.roll(x0, -1), np.roll(y0, -1)
+    # rows whose centre line y = r + 0.5 an edge crosses: lo <= r + 0.5 < hi (half-open, so
+    # a vertex on the line counts once and horizontal edges not at all)
+    first = np.clip(np.ceil(np.minimum(y0, y1) - 0.5), 0, h).astype(np.int64)
+    stop = np.clip(np.ceil(np.maximum(y0, y1) - 0.5), 0, h).astype(np.int64)
+    rows_per_edge = stop - first
+    crossings = int(rows_per_edge.sum())
+    if crossings == 0:
+        return out
+    if crossings > h * w:
+        raise ValueError(f"a polygon crosses the rows {crossings} times, more than the "
+                         f"{w} x {h} image has pixels")  # fmt: skip
+    top, bottom = int(first[rows_per_edge > 0].min()), int(stop.max())
+    # parity: each crossing flips every pixel whose centre lies right of it, in its row
+    flips = np.zeros((bottom - top, w + 1), np.uint8)
+    ends = np.cumsum(rows_per_edge)
+    for lo in range(0, len(points), 1 << 16):  # edges in chunks: bounded memory
+        hi = min(lo + (1 << 16), len(points))
+        n = rows_per_edge[lo:hi]
+        if not n.any():
+            continue
+        edge = np.repeat(np.arange(lo, hi), n)
+        rank = np.arange(int(n.sum())) - np.repeat(ends[lo:hi] - n - (ends[lo - 1] if lo else 0), n)
+        row = first[edge] + rank
+        t = (row + 0.5 - y0[edge]) / (y1[edge] - y0[edge])
+        x = x0[edge] + t * (x1[edge] - x0[edge])
+        col = np.clip(np.ceil(x - 0.5), 0, w).astype(np.int64)  # first centre right of x
+        np.add.at(flips, (row - top, col), 1)
+    inside = (np.cumsum(flips, axis=1, dtype=np.uint8)[:, :w] & 1).astype(bool)
+    out[top:bottom][inside] = 1
     return out
 
 

@@ -2,8 +2,10 @@
 
 ``--masks`` may name
   - a folder of mask images (``png``; handseg's own format);
-  - a COCO JSON (``coco``): RLE (compressed or not) or polygon segmentations;
-  - a folder of LabelMe JSON files (``labelme``), e.g. the photo folder LabelMe saved into;
+  - a COCO JSON (``coco``): RLE (compressed or not) or polygon segmentations (drawn in
+    COCO's pixel convention, as pycocotools draws them);
+  - a folder of LabelMe JSON files (``labelme``), e.g. the photo folder LabelMe saved into
+    (polygon, rectangle, circle and mask shapes; points and lines have no area);
   - a CVAT "Segmentation mask 1.1" zip (``cvat``): ``SegmentationClass/*.png`` coloured by
     ``labelmap.txt``.
 
@@ -38,6 +40,7 @@ import numpy as np
 from handseg.core.annotations import (
     as_int,
     decode_rle,
+    fill_area_polygon,
     fill_polygons,
     hand_from_colours,
     is_hand_label,
@@ -358,8 +361,8 @@ def _coco_mask(container: Path, member: str) -> np.ndarray:
                     )
                 out |= decode_rle(seg)
             elif isinstance(seg, list):  # polygons: [[x0, y0, x1, y1, ...], ...]
-                polys = [(True, polygon_points(poly, (h, w), flat=True)) for poly in seg]
-                fill_polygons((h, w), polys, out=out)
+                for poly in seg:  # COCO's pixel squares, as pycocotools rasterises them
+                    fill_area_polygon(out, polygon_points(poly, (h, w), flat=True))
             else:
                 raise ValueError("it is neither an RLE object nor a list of polygons")
         except (KeyError, TypeError, ValueError) as exc:
@@ -502,14 +505,46 @@ def _labelme_mask(path: Path, doc: Any) -> np.ndarray:
         elif kind == "circle":
             centre = tuple(int(v) for v in np.round(pts[0]))
             cv2.circle(out, centre, int(round(np.hypot(*(pts[1] - pts[0])))), value, cv2.FILLED)
+        elif kind == "mask":  # LabelMe's AI masks: a PNG of the box points[0] .. points[1]
+            _paste_labelme_mask(out, path, k, s.get("mask"), pts, value)
         elif kind in ("point", "line", "linestrip", "points"):
             continue  # no area
         else:
             raise HandsegError(
                 f"LabelMe file {path}: shape {k} is a {str(kind)[:40]!r}; handseg reads "
-                "polygon, rectangle and circle shapes"
+                "polygon, rectangle, circle and mask shapes"
             )
     return out
+
+
+def _paste_labelme_mask(out: np.ndarray, path: Path, k: int, data: Any, pts, value: int):
+    """A LabelMe ``mask`` shape (LabelMe 5.3+): ``mask`` is a base64 PNG (0/1) of the box
+    whose top-left corner is ``points[0]``; its pixels set to ``value`` where non-zero."""
+    from PIL import Image
+
+    what = f"LabelMe file {path}: shape {k} (a mask)"
+    if len(pts) < 1 or not isinstance(data, str) or not data:
+        raise HandsegError(f"{what} lacks its base64 'mask' or its box; re-save it in LabelMe")
+    try:
+        raw = base64.b64decode(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as im:
+                check_pixels(*im.size, what)
+                crop = np.asarray(im.convert("L")) > 0
+    except HandsegError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - base64 and PIL raise many types on bad bytes
+        raise HandsegError(f"{what} is not a readable PNG ({_reason(exc)}); re-save it") from None
+    h, w = out.shape
+    x0, y0 = (int(v) for v in np.floor(np.asarray(pts[0]) + 0.5))  # round half up
+    ys, xs = (
+        slice(max(0, y0), min(h, y0 + crop.shape[0])),
+        slice(max(0, x0), min(w, x0 + crop.shape[1])),
+    )
+    if ys.start < ys.stop and xs.start < xs.stop:
+        part = crop[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+        out[ys, xs][part] = value
 
 
 def _labelme_header(path: Path, doc: Any) -> tuple[int, int, list]:
