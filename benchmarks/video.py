@@ -121,8 +121,9 @@ def decoded(video: Path) -> list[np.ndarray]:
     return frames
 
 
-def run_clip(seg, clip, video: Path, out: Path, smooth: bool = True) -> dict:
-    info = predict_clip(seg, video, out, "c", instances=True, progress=False, smooth=smooth)
+def run_clip(seg, clip, video: Path, out: Path, smooth_masks: bool = False) -> dict:
+    info = predict_clip(seg, video, out, "c", instances=True, progress=False,
+                        smooth_masks=smooth_masks)  # fmt: skip
     files = clip_files(out, "c")
     masks = list(read_mask_frames(files.masks))
     sides = {s: list(read_mask_frames(p)) for s, p in files.hands.items()}
@@ -176,7 +177,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             video = write_video(Path(tmp) / "in.mp4", clip.frames, clip.fps)
             runs = {"tracked": run_clip(seg, clip, video, Path(tmp) / "a"),
-                    "tracked, no smoothing": run_clip(seg, clip, video, Path(tmp) / "b", False),
+                    "tracked, --smooth-masks": run_clip(seg, clip, video, Path(tmp) / "b", True),
                     "each frame as a photo": run_photos(photo, clip, video)}  # fmt: skip
         group = name.split("/")[0]
         for mode, run in runs.items():

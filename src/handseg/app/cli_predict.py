@@ -98,8 +98,11 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
                    help="frame rate of a folder of frames (default 30), or to override a "
                    "video's")  # fmt: skip
     c.add_argument("--no-smooth", dest="smooth", action="store_false",
-                   help="no temporal smoothing: each frame's own landmarks and masks "
+                   help="write each frame's own landmarks, not smoothed over time "
                    "(identities are still tracked)")  # fmt: skip
+    c.add_argument("--smooth-masks", action="store_true",
+                   help="blend each hand's mask with its previous one, carried along its "
+                   "motion (off: on the benchmark clips it cost hand IoU)")  # fmt: skip
 
 
 def _add_collection_options(p: argparse.ArgumentParser) -> None:
@@ -139,7 +142,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         instances=args.instances, collection=args.collection, devices=args.devices,
         num_nodes=args.num_nodes, skip_existing=args.skip_existing, lists=args.lists,
         workers=args.workers, clip=args.clip, mask_video=args.mask_video, fps=args.fps,
-        smooth=args.smooth, **runtime_kwargs(args),
+        smooth=args.smooth, smooth_masks=args.smooth_masks, **runtime_kwargs(args),
     )  # fmt: skip
     if "collection" in r:
         return _print_collection(r["collection"])

@@ -150,12 +150,14 @@ def run_predict(
     mask_video: bool = False,
     fps: float | None = None,
     smooth: bool = True,
+    smooth_masks: bool = False,
     **runtime: Any,
 ) -> dict[str, Any]:
     """``handseg predict``: masks (and overlays) of image and video ``inputs``, and of a
     live camera first when ``camera`` is given. Videos (and with ``clip`` folders of
     frames) and the camera get a clip's per-frame outputs, hands tracked
-    (:func:`handseg.infer.clips.predict_clip`; ``mask_video``, ``fps``, ``smooth``). The model's recorded pipeline runs unless
+    (:func:`handseg.infer.clips.predict_clip`; ``mask_video``, ``fps``, ``smooth``,
+    ``smooth_masks``). The model's recorded pipeline runs unless
     ``detector`` / ``refine`` / ``detector_mode`` say otherwise
     (:func:`handseg.infer.pipeline.load_segmenter`); ``instances`` also writes one mask per
     hand and ``<name>_hands.json``.
@@ -181,7 +183,8 @@ def run_predict(
             model, inputs, out, lists=lists or [], batch_size=batch_size, overlay=overlay,
             devices=devices, num_nodes=num_nodes, skip_existing=skip_existing,
             workers=workers, instances=instances, device=device,
-            clip_options={"mask_video": mask_video, "fps": fps, "smooth": smooth},
+            clip_options={"mask_video": mask_video, "fps": fps, "smooth": smooth,
+                          "smooth_masks": smooth_masks},  # fmt: skip
             segmenter={"detector": detector, "refine": refine, "mode": detector_mode, **runtime},
         )  # fmt: skip
     if not inputs and camera is None:
@@ -191,7 +194,8 @@ def run_predict(
     )
     if model is not None or detector is not None:
         log.info("predicting with %s", getattr(predictor, "description", "the whole-image network"))
-    clip_options = {"mask_video": mask_video, "fps": fps, "smooth": smooth}
+    clip_options = {"mask_video": mask_video, "fps": fps, "smooth": smooth,
+                    "smooth_masks": smooth_masks}  # fmt: skip
     live = (
         _predict_camera(predictor, camera, Path(out), show, max_frames, instances, clip_options)
         if camera is not None
