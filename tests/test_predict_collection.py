@@ -1,6 +1,8 @@
 """Prediction over whole collections (``handseg predict --devices N --skip-existing``):
 two processes write the masks of one, a run killed with SIGKILL and restarted ends with
-the files of an uninterrupted run, bad inputs are recorded in the manifest and skipped."""
+the files of an uninterrupted run, bad inputs are recorded in the manifest and skipped;
+each mask equals ``Predictor.predict`` (or the hand pipeline, with ``--instances``) on its
+image alone, and a batch that fails part-way falls back to one image at a time."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from PIL import Image
 
 import handseg
 from handseg.app.cli import main
+from handseg.core.imaging import read_image
 from handseg.infer.collection import (
     MANIFEST_COLUMNS,
     iter_inputs,
@@ -233,3 +236,92 @@ def test_inputs_are_listed_lazily_with_output_stems(tmp_path, photos):
     assert sorted(stems[12:-3]) == ["img11", "img12", "img13", "img14", "img16", "img17",
                                     "img18", "img19"]  # the glob  # fmt: skip
     assert stems[-3:] == ["a/b/c", "abs/d", "up/e"]  # the list, as written
+
+
+# --- against the per-image reference ---------------------------------------------------------
+def test_each_mask_is_the_predictors_mask_of_its_own_image(reference, photos, predictor):
+    """The collection's masks against ``Predictor.predict`` on each image alone (not the
+    collection's own run): the right mask under the right name, batches or not."""
+    for row in _manifest(reference):
+        want = predictor.predict(read_image(row["input"]))
+        got = np.asarray(Image.open(reference / row["mask"])) > 0
+        np.testing.assert_array_equal(got, want > 0, err_msg=row["input"])
+        assert float(row["hand_share"]) == pytest.approx(want.mean(), abs=1e-6)
+
+
+class _FailingBatches:
+    """A predictor whose batches fail whenever they hold the poisoned image (a batch of
+    that image alone fails too): what a network error on one bad image looks like."""
+
+    def __init__(self, inner, poisoned: np.ndarray) -> None:
+        self.inner, self.poisoned, self.backend = inner, poisoned, inner.backend
+        self.calls: list[int] = []
+
+    def predict_many(self, images, batch_size=4):
+        images = list(images)
+        self.calls.append(len(images))
+        if any(np.array_equal(i, self.poisoned) for i in images):
+            raise RuntimeError("out of memory in the network")
+        yield from self.inner.predict_many(images, batch_size=batch_size)
+
+
+def test_a_batch_that_fails_part_way_falls_back_to_one_image_at_a_time(photos, predictor, tmp_path):
+    folder = photos / "signer2"  # 12 photos: blocks of 4
+    items = sorted(iter_inputs([folder]), key=lambda i: i.path)
+    poisoned = read_image(items[5].path)
+    flaky = _FailingBatches(predictor, poisoned)
+    out = tmp_path / "out"
+    result = predict_collection(flaky, [folder], out, batch_size=4, workers=0, progress=False)
+    assert result["counts"] == {"ok": 11, "error": 1} and result["errors"] == 1
+    assert 1 in flaky.calls  # the failed block was retried one image at a time
+    rows = {r["input"]: r for r in _manifest(out)}
+    bad = rows[items[5].path]
+    assert bad["status"] == "error" and "out of memory" in bad["error"] and bad["mask"] == ""
+    for item in items:
+        if item is items[5]:
+            assert not (out / f"{item.stem}_mask.png").exists()
+            continue
+        want = predictor.predict(read_image(item.path)) > 0
+        got = np.asarray(Image.open(out / rows[item.path]["mask"])) > 0
+        np.testing.assert_array_equal(got, want, err_msg=item.path)
+
+
+def test_detector_pipeline_with_instances_matches_the_pipeline_per_image(shared_data, tmp_path):
+    """``--detector mediapipe --instances`` over a collection (real photos, a hand-free one
+    among them, batches of 2): each photo's mask, per-hand masks and hands JSON equal the
+    hand pipeline run on that photo alone."""
+    import json
+
+    pytest.importorskip("ai_edge_litert", reason="the 'hands' extra is not installed")
+    import cv2
+
+    from handseg.infer.pipeline import load_segmenter
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = sorted((shared_data / "images").iterdir())[:3]
+    for k, src in enumerate(sources):
+        rgb = cv2.resize(read_image(src), (320, 240), interpolation=cv2.INTER_AREA)
+        Image.fromarray(rgb).save(folder / f"p{k}.png")
+    Image.fromarray(np.full((240, 320, 3), (90, 120, 150), np.uint8)).save(folder / "p3.png")
+    seg = load_segmenter(None, refine="color", mode="fast", threads=1)
+    out = tmp_path / "out"
+    result = predict_collection(seg, [folder], out, batch_size=2, instances=True, workers=0,
+                                progress=False)  # fmt: skip
+    assert result["counts"] == {"ok": 4}
+    rows = {Path(r["input"]).stem: r for r in _manifest(out)}
+    alone = load_segmenter(None, refine="color", mode="fast", threads=1)
+    found = 0
+    for stem in ("p0", "p1", "p2", "p3"):
+        want = alone.predict(read_image(folder / f"{stem}.png"))
+        hands = alone.last.hands
+        got = np.asarray(Image.open(out / rows[stem]["mask"])) > 0
+        np.testing.assert_array_equal(got, want > 0, err_msg=stem)
+        doc = json.loads((out / rows[stem]["instances"]).read_text())
+        assert [h["handedness"] for h in doc["hands"]] == [h.handedness for h in hands]
+        assert rows[stem]["hands"] == str(len(hands))
+        for h, inst in zip(doc["hands"], alone.last.instances):
+            part = np.asarray(Image.open(out / h["mask"])) > 0
+            np.testing.assert_array_equal(part, inst > 0, err_msg=h["mask"])
+        found += len(hands)
+    assert found >= 2 and rows["p3"]["hands"] == "0"  # hands in the photos, none on the wall
