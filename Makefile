@@ -1,12 +1,12 @@
 # handseg: two commands for a newcomer.
 #   make demo   set up .venv and run the demo (synthetic data -> trained model -> report)
-#   make test   set up .venv, lint with ruff, run the tests
+#   make test   set up .venv, lint with ruff, run the tests (make test-slow: the slow ones)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test lint format demo clean browser
+.PHONY: setup test test-slow lint format demo clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,9 +31,14 @@ format: setup
 browser:
 	./.ci/chromium
 
+# -rsx: the summary names every skipped and expected-to-fail test and its reason
 test: lint browser
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rsx
+
+# the tests marked slow (kill/resume storms, the real network under the CLI fuzz); CI runs both
+test-slow: setup browser
+	$(BIN)/python -m pytest -q -rsx -m slow
 
 demo: setup
 	$(BIN)/handseg demo --out demo-output
