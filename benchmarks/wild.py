@@ -21,7 +21,8 @@ Rows (methods):
 - ``MODEL in boxes``: the same network kept inside the detector's hand boxes;
 - a crop segmenter (``--preset hands``): the detector's hands, one canonical crop each,
   segmented by the trained network and pasted back (the model's own pipeline); with
-  ``--grow`` also with the second, larger crop where a mask runs into its crop's border.
+  with ``--grow N`` also with N rounds of the larger crop where a mask runs into its crop's
+  border (a model trained with ``--set crop_grow=N`` does that in its own row).
 
 Variants of a preset: ``--set KEY=VALUE`` (repeatable; training options, e.g.
 ``--set encoder_lr_factor=0.1``); ``--train-backgrounds half`` trains with ``--backgrounds``
@@ -171,16 +172,16 @@ def background_half(out: Path) -> Path:
     return folder
 
 
-def model_methods(
-    label: str, model_path: Path, grow: bool = False
-) -> dict[str, tuple[Method, bool]]:
+def model_methods(label: str, model_path: Path, grow: int = 0) -> dict[str, tuple[Method, bool]]:
     net, card = read_model_file(model_path)
     if card.is_crop_segmenter:  # the model's own pipeline: detector + crop segmenter
-        segmenter = CropSegmenter(net, card)
+        segmenter = CropSegmenter(net, card)  # with the model's own rounds of growth
         rows = {label: (lambda rgb, h: segmenter(rgb, h)[0], True)}
-        if grow:  # the optional second, larger crop where a mask runs into the border
-            grown = CropSegmenter(net, card, grow=True)
-            rows[f"{label} + second crop"] = (lambda rgb, h: grown(rgb, h)[0], True)
+        if (
+            grow is not None and grow != segmenter.grow
+        ):  # other rounds of the larger crop where a mask runs
+            grown = CropSegmenter(net, card, grow=grow)  # into the crop's border
+            rows[f"{label}, crops grown x{grow}"] = (lambda rgb, h: grown(rgb, h)[0], True)
         return rows
     predictor = load_model(model_path, runtime="torch", precision="fp32")
     return {
@@ -268,9 +269,11 @@ def main() -> None:
     ap.add_argument("--hands-cache", default=None, help="pickle of the detector's hands")
     ap.add_argument(
         "--grow",
-        action="store_true",
-        help="crop segmenters: also a row with the second, larger crop for masks that run "
-        "into their crop's border",
+        type=int,
+        default=None,
+        metavar="N",
+        help="crop segmenters: also a row with N rounds of the larger crop for masks that "
+        "run into their crop's border (the model's own rounds: --set crop_grow=N)",
     )
     ap.add_argument(
         "--no-peers", action="store_true", help="skip the skin-rule and detector-only rows"
@@ -299,7 +302,8 @@ def main() -> None:
         models.append((f"--preset {tag}", path, secs))
     sets = load_sets(args.backgrounds_limit, second_half=half)
     cache = Path(args.hands_cache) if args.hands_cache else None
-    key = (args.mode, half, args.backgrounds_limit)
+    settings_key = repr(sorted(DETECTOR_MODES[args.mode].items()))  # new settings: detect again
+    key = (args.mode, settings_key, half, args.backgrounds_limit)
     cached = pickle.loads(cache.read_bytes()) if cache and cache.is_file() else {}
     if key in cached:
         hands, detect_ms = cached[key]

@@ -306,6 +306,22 @@ class TrainConfig:
         group=_CROPS,
         metavar="F",
     )
+    crop_zoom: float = _option(
+        0.0,
+        "with --refine crops: share of training crops zoomed in so the hand runs past the "
+        "crop's border (hands close to the camera whose landmarks cover only the fingers; "
+        "default {default})",
+        group=_CROPS,
+        metavar="P",
+    )
+    crop_grow: int = _option(
+        0,
+        "with --refine crops, at prediction (recorded in model.pt): how many times a hand "
+        "whose mask runs into its crop's border is segmented again in a crop up to twice as "
+        "large (default {default})",
+        group=_CROPS,
+        metavar="N",
+    )
     crops_per_epoch: int = _option(
         400,
         "with --refine crops: random training crops per epoch (default {default})",
@@ -473,6 +489,11 @@ def _validate(cfg: TrainConfig) -> None:
         raise HandsegError(
             f"crop_decoder must be six widths of at least 4 and crop_margin within 0..2, got "
             f"{cfg.crop_decoder} / {cfg.crop_margin}"
+        )
+    if not 0 <= cfg.crop_zoom <= 1 or not 0 <= cfg.crop_grow <= 4:
+        raise HandsegError(
+            f"crop_zoom must be within 0..1 and crop_grow within 0..4, got "
+            f"{cfg.crop_zoom} / {cfg.crop_grow}"
         )
     if cfg.encoder_lr_factor < 0:
         raise HandsegError(f"encoder_lr_factor must be >= 0, got {cfg.encoder_lr_factor}")

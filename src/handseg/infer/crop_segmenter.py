@@ -38,11 +38,13 @@ class CropSegmenter:
         runtime: str = "auto",
         precision: str = "auto",
         threads: int | None = None,
-        grow: bool = False,
+        grow: int | None = None,
     ) -> None:
         """``net``: the :class:`~handseg.model.crop_net.CropSegNet` of a model file, or its
         ONNX export; it runs through the same runtime choice as the whole-image network
-        (:func:`handseg.infer.backends.make_backend`: eager PyTorch or onnxruntime)."""
+        (:func:`handseg.infer.backends.make_backend`: eager PyTorch or onnxruntime).
+        ``grow``: rounds of the larger second crop (:meth:`probabilities`); None = the
+        model's own (``CropNetConfig.grow``)."""
         arch = card.architecture
         if not isinstance(arch, CropNetConfig):
             raise HandsegError("the model is not a crop segmenter (train it with --preset hands)")
@@ -50,7 +52,7 @@ class CropSegmenter:
         self.size, self.margin = arch.crop_size, arch.crop_margin
         self.backend = make_backend(net, card, runtime, precision, threads)
         self.runtime = self.backend.name
-        self.grow = grow
+        self.grow = arch.grow if grow is None else int(grow)
 
     def _run(self, rgb: np.ndarray, hands: Sequence[Hand], maps: list[np.ndarray]) -> np.ndarray:
         """(N, S, S) hand probabilities of the crops of ``hands`` under ``maps``."""
@@ -66,19 +68,21 @@ class CropSegmenter:
         """One (H, W) float32 hand probability map per hand (0 outside its crop). With
         ``grow``, a hand whose mask runs into its crop's border is segmented again in a
         larger crop around the landmarks and that mask (a forearm up to the sleeve, a hand
-        close to the camera whose landmarks cover only the fingers)."""
+        close to the camera whose landmarks cover only the fingers), up to ``grow`` times."""
         if not hands:
             return []
         maps = [crop_transform(h.landmarks, self.size, self.margin) for h in hands]
         probs = list(self._run(rgb, hands, maps))
-        if self.grow:
-            again = [(i, grown_transform(maps[i], probs[i] > 0.5, self.margin))
-                     for i in range(len(hands))]  # fmt: skip
+        todo = list(range(len(hands)))
+        for _ in range(self.grow):
+            again = [(i, grown_transform(maps[i], probs[i] > 0.5, self.margin)) for i in todo]
             again = [(i, m) for i, m in again if m is not None]
-            if again:
-                second = self._run(rgb, [hands[i] for i, _ in again], [m for _, m in again])
-                for (i, m), p in zip(again, second):
-                    maps[i], probs[i] = m, p
+            if not again:
+                break
+            second = self._run(rgb, [hands[i] for i, _ in again], [m for _, m in again])
+            for (i, m), p in zip(again, second):
+                maps[i], probs[i] = m, p
+            todo = [i for i, _ in again]
         return [paste_back(pr, m, rgb.shape[:2]) for pr, m in zip(probs, maps)]
 
     def __call__(

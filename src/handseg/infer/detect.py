@@ -432,14 +432,17 @@ def _make_hand(
     )
 
 
-# Detector settings, measured on hands-wild (BENCHMARKS.md, "Hands in photos from anywhere").
+# Detector settings, measured on hands-wild (BENCHMARKS.md, "Hands in photos from anywhere"
+# and "One learned pipeline").
 # FAST: one palm pass, up to 2 landmark passes; ~16-18 ms at 640 x 480 on 2 quiet cores.
-# ACCURATE: the palm model also on 3 x 2 overlapping tiles (0.53x zoom), low score and
-# presence gates, 6 candidates, MediaPipe's second landmark pass: finds hands in 75/75
-# hands-wild photos (68 with FAST), at ~6x the cost.
+# ACCURATE: the palm model also on two overlapping halves (0.6 of the width each), low score
+# and presence gates, 3 candidates, MediaPipe's second landmark pass. Chosen by the crop
+# segmenter's masks (hand IoU on hands-wild 0.815 against 0.799 with 3 x 2 tiles of 0.53x
+# zoom and 6 candidates, whose small extra palms took the second hand's place in the
+# head-mounted frames) at about half the cost of the 3 x 2 tiles.
 FAST: dict[str, Any] = dict(max_hands=2, min_score=0.5, min_presence=0.5)
 ACCURATE: dict[str, Any] = dict(
-    max_hands=2, min_score=0.3, min_presence=0.1, tiles="3x2", max_candidates=6, second_pass=True
+    max_hands=2, min_score=0.3, min_presence=0.1, tiles="2x1", max_candidates=3, second_pass=True
 )
 DETECTOR_MODES = {"accurate": ACCURATE, "fast": FAST}
 """Settings by name (names: :data:`handseg.core.constants.DETECTOR_MODES`)."""

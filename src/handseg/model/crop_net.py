@@ -46,6 +46,9 @@ class CropNetConfig:
     head_channels: int = 16
     prior: bool = False
     """Give the decoder the landmark prior as an extra channel."""
+    grow: int = 0
+    """At prediction: rounds of segmenting a hand again in a larger crop while its mask runs
+    into the crop's border (:func:`handseg.infer.crops.grown_transform`)."""
     encoder: str = "mediapipe-hand-landmark-full"
     kind: str = KIND
 

@@ -15,6 +15,7 @@ int64 in {0, 1, 255})``.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,6 +97,11 @@ class HandCropDataset(Dataset):
             ``None`` = the canonical crop (validation).
         negative_prob: share of samples that are built-in backgrounds with no hand.
         prior_dropout: share of samples whose landmark prior is blanked.
+        zoom_prob: share of hand crops zoomed in (to a third to two thirds of the canonical
+            framing, shifted by up to a quarter of the side), so the hand runs past the
+            crop's border: as when the detector's landmarks cover only the fingers of a
+            hand close to the camera. The network learns to label hand up to the border,
+            which tells prediction to grow the crop (:func:`~handseg.infer.crops.grown_transform`).
         hand_value: as ``handseg train --hand-value``.
         seed: seeds validation order only; training samples draw their random numbers from
             torch's global generator, which the training's epoch sampler reseeds each epoch
@@ -115,6 +121,7 @@ class HandCropDataset(Dataset):
         flip: bool = True,
         negative_prob: float = 0.05,
         prior_dropout: float = 0.2,
+        zoom_prob: float = 0.0,
         hand_value: int | None = None,
         seed: int = 0,
     ) -> None:
@@ -124,6 +131,7 @@ class HandCropDataset(Dataset):
         self.length, self.size, self.margin = int(length), int(size), float(margin)
         self.transform, self.jitter, self.flip = transform, jitter, flip
         self.negative_prob, self.prior_dropout = float(negative_prob), float(prior_dropout)
+        self.zoom_prob = float(zoom_prob)
         self.hand_value, self.seed = hand_value, int(seed)
         self._photos: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._backgrounds = BackgroundSource()
@@ -151,6 +159,9 @@ class HandCropDataset(Dataset):
             sh, sc, rot = self.jitter
             j = (rng.uniform(-sh, sh), rng.uniform(-sh, sh), rng.uniform(-sc, sc),
                  rng.uniform(-rot, rot))  # fmt: skip
+            if self.zoom_prob and not anchor.negative and rng.random() < self.zoom_prob:
+                j = (rng.uniform(-0.25, 0.25), rng.uniform(-0.25, 0.25),
+                     rng.uniform(math.log(1 / 3), math.log(2 / 3)), j[3])  # fmt: skip
         if anchor.landmarks is not None:
             return crop_transform(anchor.landmarks, self.size, self.margin, jitter=j)
         if anchor.box is not None:

@@ -58,6 +58,7 @@ def build_crop_net(cfg: TrainConfig) -> CropSegNet:
         decoder_channels=tuple(cfg.crop_decoder[:5]),
         head_channels=cfg.crop_decoder[5],
         prior=cfg.crop_prior,
+        grow=cfg.crop_grow,
     )
     net = CropSegNet(arch, TFLiteNet(program))
     if cfg.encoder_init == "random":
@@ -105,7 +106,8 @@ def crop_datasets(cfg: TrainConfig, split: dict[str, list], progress: bool = Tru
     transform = build_transform(names or ["none"], **augment_options(cfg))
     margin = cfg.crop_margin
     train = HandCropDataset(split["train"], train_anchors, cfg.crops_per_epoch, cfg.crop_size,
-                            margin, transform, hand_value=cfg.hand_value, seed=cfg.seed)  # fmt: skip
+                            margin, transform, zoom_prob=cfg.crop_zoom, hand_value=cfg.hand_value,
+                            seed=cfg.seed)  # fmt: skip
     val = HandCropDataset(split["val"], val_anchors, len(val_anchors), cfg.crop_size, margin,
                           None, jitter=None, hand_value=cfg.hand_value)  # fmt: skip
     return CropData(train, val, found)
