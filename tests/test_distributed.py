@@ -65,13 +65,6 @@ def test_ddp_run_folder_matches_a_single_process_run(ddp_run):
     assert obj["train_config"]["devices"] == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug (issue 27): Lightning's DistributedSampler pads the validation set to "
-    "a multiple of the processes by repeating its first photo, so a 2-process run counts "
-    "that photo twice in val_loss/val_acc (measured: 0.618408 = the 1-process figure with "
-    "photo 0 counted twice, against 0.620721); fix in train/run.py, then drop this mark",
-)
 def test_ddp_validation_figures_equal_a_single_process_computation(ddp_run):
     """val_loss (mean cross-entropy over the validation pixels; no class weights in this
     run) and val_acc of the one epoch, as the 2-process run logged them, against the same

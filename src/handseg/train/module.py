@@ -162,8 +162,25 @@ class SegModule(pl.LightningModule):
     def on_validation_epoch_start(self):
         self._val_sums = torch.zeros(4, dtype=torch.float64, device=self.device)
 
+    def _padding_rows(self, batch_idx: int, n: int) -> torch.Tensor | None:
+        """Which of this validation batch's ``n`` samples are padding: under DDP
+        Lightning's DistributedSampler (no shuffle) repeats the first photos until every
+        process holds as many; rank r's k-th sample is padded position r + k * world, a
+        repeat when that is past the set's end. None in one process."""
+        world = self.trainer.world_size
+        loader = self.trainer.val_dataloaders
+        if world <= 1 or loader is None:
+            return None
+        total = len(loader.dataset)
+        k = batch_idx * (loader.batch_size or n) + torch.arange(n, device=self.device)
+        return self.trainer.global_rank + k * world >= total
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
+        padding = self._padding_rows(batch_idx, len(y))
+        if padding is not None and bool(padding.any()):  # a repeated photo counts once
+            y = y.clone()
+            y[padding] = IGNORE_INDEX
         if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = self(x)
