@@ -89,14 +89,12 @@ def load_sets(
     }
 
 
-def detect_all(
-    sets, detector: HandDetector, mode: str = "accurate"
-) -> tuple[dict[str, list], float]:
+def detect_all(sets, detector: HandDetector, settings: dict) -> tuple[dict[str, list], float]:
     """Hands per photo for every set, and the mean detector ms per hands-wild photo."""
     hands, ms = {}, 0.0
     for name, items in sets.items():
         t0 = time.perf_counter()
-        hands[name] = [detector(rgb, **DETECTOR_MODES[mode]) for _, rgb, _ in items]
+        hands[name] = [detector(rgb, **settings) for _, rgb, _ in items]
         if name == "wild":
             ms = 1000 * (time.perf_counter() - t0) / len(items)
     return hands, ms
@@ -284,6 +282,14 @@ def main() -> None:
         default=None,
         help="score only the first N hand-free photos",
     )
+    ap.add_argument(
+        "--detect",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a detector setting over --mode's (repeatable; YAML values, e.g. tiles=3x2 "
+        "max_candidates=6: the earlier accurate mode)",
+    )
     ap.add_argument("--threads", type=int, default=2, help="detector threads")
     ap.add_argument(
         "--mode", choices=sorted(DETECTOR_MODES), default="accurate", help="detector settings"
@@ -302,18 +308,21 @@ def main() -> None:
         models.append((f"--preset {tag}", path, secs))
     sets = load_sets(args.backgrounds_limit, second_half=half)
     cache = Path(args.hands_cache) if args.hands_cache else None
-    settings_key = repr(sorted(DETECTOR_MODES[args.mode].items()))  # new settings: detect again
+    detect = DETECTOR_MODES[args.mode] | {
+        k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.detect)
+    }
+    settings_key = repr(sorted(detect.items()))  # other settings: detect again
     key = (args.mode, settings_key, half, args.backgrounds_limit)
     cached = pickle.loads(cache.read_bytes()) if cache and cache.is_file() else {}
     if key in cached:
         hands, detect_ms = cached[key]
     else:
-        hands, detect_ms = detect_all(sets, HandDetector(num_threads=args.threads), args.mode)
+        hands, detect_ms = detect_all(sets, HandDetector(num_threads=args.threads), detect)
         if cache:
             cache.write_bytes(pickle.dumps(cached | {key: (hands, detect_ms)}))
     found = {k: sum(bool(h) for h in v) for k, v in hands.items()}
     print(
-        f"detector ({args.mode}): hands found in {found} photos; {detect_ms:.1f} ms/photo on hands-wild"
+        f"detector ({args.mode}{', ' if args.detect else ''}{' '.join(args.detect)}): hands found in {found} photos; {detect_ms:.1f} ms/photo on hands-wild"
     )
     methods = {} if args.no_peers else peer_methods()
     train_s = {}

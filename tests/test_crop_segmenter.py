@@ -398,3 +398,59 @@ def test_the_crop_segmenter_runs_on_onnxruntime_as_on_torch(hands_run, tmp_path)
     assert report["min_mask_agreement"] >= 0.999
     seg = load_segmenter(tmp_path / "m.onnx", detector="mediapipe")
     assert isinstance(seg, HandSegmenter) and seg.pipeline.crops.runtime == "onnx fp32"
+
+
+def test_zoomed_training_crops_let_the_hand_run_past_the_border(tmp_path):
+    from PIL import Image
+
+    rgb = np.full((200, 300, 3), 60, np.uint8)
+    mask = np.zeros((200, 300), np.uint8)
+    mask[60:140, 200:260] = 1
+    rgb[mask == 1] = (220, 170, 140)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(mask * 255).save(tmp_path / "a_mask.png")
+    pairs = [(tmp_path / "a.png", tmp_path / "a_mask.png")]
+
+    def border_share(zoom):
+        ds = HandCropDataset(pairs, anchors_for(0, mask, []), 40, 64, 0.3,
+                             negative_prob=0.0, zoom_prob=zoom)  # fmt: skip
+        torch.manual_seed(0)
+        ys = [ds[i][2] for i in range(40)]
+        edge = [torch.cat([y[0], y[-1], y[:, 0], y[:, -1]]) == 1 for y in ys]
+        return np.mean([float(e.float().mean() > 0.1) for e in edge]), ys
+
+    plain, _ = border_share(0.0)
+    zoomed, ys = border_share(1.0)
+    assert plain < 0.2 and zoomed > 0.6  # canonical crops frame the hand; zoomed ones cut it
+    assert all((y == 1).any() for y in ys)  # ... but always hold some of it
+
+
+class _BlockIsHand(CropSegNet):
+    """A stand-in crop network: hand wherever the crop is bright (any size of hand)."""
+
+    def forward(self, x):
+        return (x[:, :1] - 0.5) * 40
+
+
+def test_crops_grow_in_rounds_until_the_mask_leaves_the_border():
+    from handseg.model.card import ModelCard
+
+    _, landmark = _models()
+    program = read_tflite(landmark, SHA256[LANDMARK_MODEL])
+    h, w = 400, 400
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[60:340, 60:340] = 255  # a hand far larger than its landmarks' extent says
+    hand = _hand_at(200, 200, 6)
+    masks = {}
+    for rounds in (0, 1, 3):
+        cfg = CropNetConfig(program=program.to_dict(), depth=1, crop_size=64, grow=rounds)
+        card = ModelCard(architecture=cfg, mean=(0, 0, 0), std=(1, 1, 1), input_size=(64, 64))
+        seg = CropSegmenter(_BlockIsHand(cfg, TFLiteNet(program)), card, runtime="torch")
+        assert seg.grow == rounds  # the model's own rounds, from its architecture
+        masks[rounds] = seg(rgb, [hand])[0]
+    truth = rgb[..., 0] > 0
+    iou = {
+        k: (m.astype(bool) & truth).sum() / (m.astype(bool) | truth).sum() for k, m in masks.items()
+    }
+    assert iou[0] < iou[1] < iou[3]  # every round takes in more of the hand ...
+    assert masks[3][~truth].sum() == 0  # ... and nothing beside it
