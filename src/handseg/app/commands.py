@@ -173,18 +173,17 @@ def run_predict(
     """
     if batch_size < 1:
         raise HandsegError(f"--batch-size must be at least 1, got {batch_size}")
+    clip_options = {"mask_video": mask_video, "fps": fps, "smooth": smooth,
+                    "smooth_masks": smooth_masks}  # fmt: skip
     if collection or devices * num_nodes > 1 or skip_existing or lists or workers is not None:
-        if camera is not None:
-            raise HandsegError("--camera does not go with the collection options; run it alone")
-        if clip:
-            raise HandsegError("--clip does not go with the collection options: collections "
-                               "take videos as clips and folders as photos")  # fmt: skip
+        if camera is not None or clip:
+            raise HandsegError(f"{'--camera' if camera is not None else '--clip'} does not go "
+                               "with the collection options (collections take videos as "
+                               "clips and folders as photos)")  # fmt: skip
         return _predict_collection(
             model, inputs, out, lists=lists or [], batch_size=batch_size, overlay=overlay,
             devices=devices, num_nodes=num_nodes, skip_existing=skip_existing,
-            workers=workers, instances=instances, device=device,
-            clip_options={"mask_video": mask_video, "fps": fps, "smooth": smooth,
-                          "smooth_masks": smooth_masks},  # fmt: skip
+            workers=workers, instances=instances, device=device, clip_options=clip_options,
             segmenter={"detector": detector, "refine": refine, "mode": detector_mode, **runtime},
         )  # fmt: skip
     if not inputs and camera is None:
@@ -194,28 +193,15 @@ def run_predict(
     )
     if model is not None or detector is not None:
         log.info("predicting with %s", getattr(predictor, "description", "the whole-image network"))
-    clip_options = {"mask_video": mask_video, "fps": fps, "smooth": smooth,
-                    "smooth_masks": smooth_masks}  # fmt: skip
-    live = (
-        _predict_camera(predictor, camera, Path(out), show, max_frames, instances, clip_options)
-        if camera is not None
-        else None
-    )
-    records = (
-        predict_inputs(
-            predictor,
-            inputs,
-            out,
-            batch_size=batch_size,
-            overlay=overlay,
-            instances=instances,
-            clip=clip,
-            max_frames=max_frames,
-            **clip_options,
-        )  # fmt: skip
-        if inputs
-        else []
-    )
+    live = None
+    if camera is not None:
+        live = _predict_camera(predictor, camera, Path(out), show, max_frames, instances,
+                               clip_options)  # fmt: skip
+    records = []
+    if inputs:
+        records = predict_inputs(predictor, inputs, out, batch_size=batch_size, overlay=overlay,
+                                 instances=instances, clip=clip, max_frames=max_frames,
+                                 **clip_options)  # fmt: skip
     if inputs and not any(r["ok"] for r in records):
         raise HandsegError(f"none of the {len(records)} input(s) could be read; see the warnings")
     return {"camera": live, "records": records}
