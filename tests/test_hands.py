@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -106,6 +107,35 @@ def test_instances_split_the_mask_between_hands_without_overlap():
     np.testing.assert_array_equal(parts[0] | parts[1], mask)
     # each instance holds its own hand: the left one lies left of the middle
     assert np.nonzero(parts[0])[1].max() < 75 < np.nonzero(parts[1])[1].min()
+
+
+def test_instances_match_the_nearest_landmark_of_the_whole_frame():
+    """The split runs on the box around the mask and the landmarks only; its owners equal a
+    whole-frame nearest-landmark split (3x3 chamfer distance, as computed here)."""
+    rng = np.random.default_rng(1)
+    h, w = 120, 200
+    for _ in range(20):
+        hands = [_hand(rng.uniform(-20, w + 20), rng.uniform(-20, h + 20), scale=rng.uniform(3, 9))
+                 for _ in range(int(rng.integers(2, 4)))]  # fmt: skip
+        mask = np.zeros((h, w), np.uint8)
+        y, x = rng.integers(0, h - 30), rng.integers(0, w - 40)
+        mask[y : y + 30, x : x + 40] = 1
+        dist = []
+        for hand in hands:
+            seeds = np.full((h, w), 255, np.uint8)
+            pts = np.round(hand.landmarks[:, :2]).astype(int)
+            ok = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+            if not ok.any():
+                x0, y0, x1, y1 = hand.box
+                seeds[
+                    int(np.clip((y0 + y1) / 2, 0, h - 1)), int(np.clip((x0 + x1) / 2, 0, w - 1))
+                ] = 0
+            seeds[pts[ok, 1], pts[ok, 0]] = 0
+            dist.append(cv2.distanceTransform(seeds, cv2.DIST_L2, 3))
+        owner = np.argmin(dist, 0)
+        parts = split_instances(mask, hands)
+        for i, part in enumerate(parts):
+            np.testing.assert_array_equal(part, (mask > 0) & (owner == i))
 
 
 def test_landmark_mask_covers_the_palm_and_the_finger_tips():

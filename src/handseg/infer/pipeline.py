@@ -94,17 +94,28 @@ def split_instances(mask: np.ndarray, hands: Sequence[Hand]) -> list[np.ndarray]
     if len(hands) == 1:
         return [(mask > 0).astype(np.uint8)]
     h, w = mask.shape
-    dist = np.empty((len(hands), h, w), np.float32)
-    for i, hand in enumerate(hands):
-        seeds = np.full((h, w), 255, np.uint8)
+    seeds_at = []
+    for hand in hands:
         pts = np.round(hand.landmarks[:, :2]).astype(int)
         ok = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
-        seeds[pts[ok, 1], pts[ok, 0]] = 0
         if not ok.any():  # hand outside the frame: distance from its clipped box centre
             x0, y0, x1, y1 = hand.box
-            seeds[int(min(h - 1, (y0 + y1) / 2)), int(min(w - 1, (x0 + x1) / 2))] = 0
+            centre = np.clip([(x0 + x1) / 2, (y0 + y1) / 2], 0, [w - 1, h - 1])
+            pts, ok = centre.astype(int)[None], [0]
+        seeds_at.append(pts[ok])
+    # only the box holding the hand pixels and every seed: the 3x3 chamfer distance's
+    # shortest paths stay inside it, so the owners are those of the whole frame
+    ys, xs = np.nonzero(mask)
+    allp = np.concatenate(seeds_at)
+    r0, r1 = min(ys.min(initial=h), allp[:, 1].min()), max(ys.max(initial=0), allp[:, 1].max()) + 1
+    c0, c1 = min(xs.min(initial=w), allp[:, 0].min()), max(xs.max(initial=0), allp[:, 0].max()) + 1
+    dist = np.empty((len(hands), r1 - r0, c1 - c0), np.float32)
+    for i, pts in enumerate(seeds_at):
+        seeds = np.full(dist.shape[1:], 255, np.uint8)
+        seeds[pts[:, 1] - r0, pts[:, 0] - c0] = 0
         dist[i] = cv2.distanceTransform(seeds, cv2.DIST_L2, 3)
-    owner = dist.argmin(0)
+    owner = np.full((h, w), -1, np.int64)
+    owner[r0:r1, c0:c1] = dist.argmin(0)
     return [((mask > 0) & (owner == i)).astype(np.uint8) for i in range(len(hands))]
 
 
