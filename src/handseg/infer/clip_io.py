@@ -38,6 +38,7 @@ __all__ = [
     "Frame",
     "MaskFrames",
     "VideoSink",
+    "open_capture",
     "open_clip",
     "pose_header",
     "read_mask_frames",
@@ -190,13 +191,25 @@ def open_clip(
         return _FolderSource(files, name, fps or DEFAULT_FPS, max_frames)
     if not isinstance(source, int) and not Path(source).is_file():
         raise HandsegError(f"clip {source} does not exist; check the path")
-    # FFmpeg's own messages ("overread", "moov atom not found") would print around the one
-    # line handseg gives per bad clip; OPENCV_FFMPEG_LOGLEVEL=24 shows them again
+    cap = open_capture(source, name)
+    src = _VideoSource(cap, name, max_frames)
+    if fps:
+        src.fps = fps
+    return src
+
+
+def open_capture(source: str | Path | int, name: str) -> cv2.VideoCapture:
+    """An opened ``cv2.VideoCapture`` on a video file or camera index whose frames fit the
+    pixel budget; one-line :class:`HandsegError` otherwise (FFmpeg's own messages, such as
+    "moov atom not found", silenced: ``OPENCV_FFMPEG_LOGLEVEL=24`` shows them again)."""
+    if not isinstance(source, int) and not Path(source).is_file():
+        raise HandsegError(f"{name} does not exist; check the path")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     cap = cv2.VideoCapture(source if isinstance(source, int) else str(source))
     if not cap.isOpened():
         raise HandsegError(
-            f"cannot open camera {source}: no such camera, or it is in use (try another index)"
+            f"cannot open camera {source}: no such camera, or it is in use by another program "
+            "(try another index, e.g. --camera 1)"
             if isinstance(source, int)
             else f"cannot open {name} with OpenCV: the file is corrupt, empty, not a video, or "
             "uses a codec this OpenCV build cannot decode; convert it to MP4 (H.264) and retry"
@@ -207,10 +220,7 @@ def open_clip(
     except HandsegError:
         cap.release()
         raise
-    src = _VideoSource(cap, name, max_frames)
-    if fps:
-        src.fps = fps
-    return src
+    return cap
 
 
 class MaskFrames:

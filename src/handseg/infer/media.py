@@ -23,12 +23,12 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from handseg.core.constants import IMAGE_EXTS, VIDEO_EXTS
-from handseg.core.errors import HandsegError, check_pixels
+from handseg.core.errors import HandsegError
 from handseg.core.imaging import natural_key, read_image
 from handseg.core.io import atomic_save_image, atomic_write_json
 from handseg.core.outputs import clip_files, hands_file, instance_file, mask_file, overlay_file
 from handseg.core.viz import overlay, save_mask_png
-from handseg.infer.clip_io import VideoSink
+from handseg.infer.clip_io import VideoSink, open_capture
 from handseg.infer.clips import predict_clip
 from handseg.infer.predictor import Predictor
 
@@ -271,7 +271,7 @@ def predict_video(
         cannot be written.
     """
     name = f"camera {source}" if isinstance(source, int) else str(source)
-    cap = _open_capture(source, name)
+    cap = open_capture(source, name)
     fps, total = _frame_rate(cap), _frame_count(cap, max_frames)
     frames: deque[np.ndarray] = deque()  # RGB frames awaiting their mask
     sink = VideoSink(out_path, fps, show)
@@ -300,31 +300,6 @@ def predict_video(
         "source_fps": fps,
         "size": sink.size,
     }
-
-
-def _open_capture(source: str | Path | int, name: str) -> cv2.VideoCapture:
-    """An opened ``cv2.VideoCapture`` on a file or camera index whose frames fit the pixel
-    budget; HandsegError otherwise."""
-    if not isinstance(source, int) and not Path(source).is_file():
-        raise HandsegError(f"video {source} does not exist; check the path")
-    cap = cv2.VideoCapture(source if isinstance(source, int) else str(source))
-    if cap.isOpened():
-        w, h = (int(cap.get(p) or 0) for p in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
-        try:
-            check_pixels(w, h, f"a frame of {name}")  # the size the stream declares
-        except HandsegError:
-            cap.release()
-            raise
-        return cap
-    if isinstance(source, int):
-        raise HandsegError(
-            f"cannot open camera {source}: no such camera, or it is in use by another "
-            "program (try another index, e.g. --camera 1)"
-        )
-    raise HandsegError(
-        f"cannot open {name} with OpenCV: the file is corrupt, not a video, or uses a "
-        "codec this OpenCV build cannot decode; convert it to MP4 (H.264) and retry"
-    )
 
 
 def _frame_rate(cap: cv2.VideoCapture) -> float:
