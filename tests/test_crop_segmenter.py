@@ -205,7 +205,8 @@ def test_training_anchors_detected_missed_and_hand_free():
     assert [a.negative for a in anchors_for(1, np.zeros((50, 50), np.uint8), [])] == [True]
 
 
-def test_training_crops_hold_the_hand_and_are_reproducible(tmp_path):
+def _one_skin_block(tmp_path):
+    """One 200 x 300 photo with a skin-coloured hand block and its mask, saved: (pairs, mask)."""
     from PIL import Image
 
     rgb = np.full((200, 300, 3), 60, np.uint8)
@@ -215,6 +216,11 @@ def test_training_crops_hold_the_hand_and_are_reproducible(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "a.png")
     Image.fromarray(mask * 255).save(tmp_path / "a_mask.png")
     pairs = [(tmp_path / "a.png", tmp_path / "a_mask.png")]
+    return pairs, mask
+
+
+def test_training_crops_hold_the_hand_and_are_reproducible(tmp_path):
+    pairs, mask = _one_skin_block(tmp_path)
     ds = HandCropDataset(pairs, anchors_for(0, mask, []), 8, 64, 0.3, negative_prob=0.0)
     torch.manual_seed(3)
     first = [ds[i] for i in range(4)]
@@ -401,15 +407,7 @@ def test_the_crop_segmenter_runs_on_onnxruntime_as_on_torch(hands_run, tmp_path)
 
 
 def test_zoomed_training_crops_let_the_hand_run_past_the_border(tmp_path):
-    from PIL import Image
-
-    rgb = np.full((200, 300, 3), 60, np.uint8)
-    mask = np.zeros((200, 300), np.uint8)
-    mask[60:140, 200:260] = 1
-    rgb[mask == 1] = (220, 170, 140)
-    Image.fromarray(rgb).save(tmp_path / "a.png")
-    Image.fromarray(mask * 255).save(tmp_path / "a_mask.png")
-    pairs = [(tmp_path / "a.png", tmp_path / "a_mask.png")]
+    pairs, mask = _one_skin_block(tmp_path)
 
     def border_share(zoom):
         ds = HandCropDataset(pairs, anchors_for(0, mask, []), 40, 64, 0.3,
