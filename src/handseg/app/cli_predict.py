@@ -80,7 +80,7 @@ def _add_clip_options(p: argparse.ArgumentParser) -> None:
     c = p.add_argument_group(
         "clips (videos, folders of frames)",
         "A video gets per-frame outputs with both hands tracked (left stays left through "
-        "crossings and gaps; landmarks and masks smoothed over time): OUT/<name>_masks/ "
+        "crossings and gaps; landmarks smoothed over time): OUT/<name>_masks/ "
         "(000000.png ...: frame i is input frame i, an unreadable frame gets an empty mask), "
         "OUT/<name>.pose (pose-format: LEFT_HAND_LANDMARKS / RIGHT_HAND_LANDMARKS, 21 points, "
         "confidence 0 where a hand is not seen), OUT/<name>_hands.jsonl (one line per frame: "
