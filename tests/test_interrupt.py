@@ -121,6 +121,8 @@ def _checkpoint_being_written(tmpdir: Path, run: Path):
 
 def _model_being_written(run: Path):
     def trigger() -> bool:
+        if not run.is_dir():  # killed before the run folder was made: not yet
+            return False
         with os.scandir(run) as it:
             return any(e.name.startswith(".model.") and ".tmp" in e.name for e in it)
 
