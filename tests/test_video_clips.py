@@ -176,6 +176,32 @@ def test_frame_folder_with_a_corrupt_frame_stays_aligned(tmp_path, caplog):
     assert len(warnings) == 1 and "3" in warnings[0].message
 
 
+def test_a_frame_the_numbering_skips_is_recorded_as_dropped(tmp_path):
+    clip = _clip(frames=8)
+    folder = _frame_folder(clip, tmp_path / "frames")
+    (folder / "f5.png").unlink()  # frame 5 dropped: f4.png is followed by f6.png
+    out = tmp_path / "out"
+    info = predict_clip(_segmenter(clip), folder, out, "c", progress=False)
+    masks = list(read_mask_frames(clip_files(out, "c").masks))
+    assert len(masks) == 8 and info["bad_frames"] == [5]  # frame i is still input frame i
+    assert not masks[5].any() and masks[6].any()
+    lines = _lines(clip_files(out, "c").frames)
+    assert "dropped" in lines[5]["error"] and lines[6]["ok"]
+
+
+def test_numbered_slots_only_where_the_names_are_frame_numbers(tmp_path):
+    from handseg.infer.clip_io import numbered_slots
+
+    def paths(*names):
+        return [tmp_path / n for n in names]
+
+    assert numbered_slots(paths("f1.png", "f2.png", "f4.png")) == [*paths("f1.png", "f2.png"),
+                                                                   None, *paths("f4.png")]  # fmt: skip
+    for names in (("a.png", "b.png"), ("f1.png", "g3.png"), ("f1.png", "f900.png"),
+                  ("f1.png", "f3.jpg")):  # fmt: skip
+        assert numbered_slots(paths(*names)) == paths(*names)  # not a numbering: as they are
+
+
 def test_pose_file_round_trips_through_pose_format(tmp_path):
     from pose_format import Pose
 

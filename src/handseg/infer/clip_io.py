@@ -5,7 +5,8 @@ A *clip* is a video file, a camera, or a folder of frames taken in natural sort 
 that cannot be decoded comes out as a :class:`Frame` without an image and with the reason,
 so frame ``i`` of every output is frame ``i`` of the input. A truncated video ends where
 its data ends (the frames its header promised but that are not there are counted in
-:meth:`ClipSource.summary`, not invented).
+:meth:`ClipSource.summary`, not invented). In a folder of numbered frames a number the
+numbering skips is a dropped frame, recorded as a bad frame in its place.
 
 Writers: :class:`MaskFrames` (a folder of ``000000.png`` ... or one lossless FFV1 ``.mkv``;
 :func:`read_mask_frames` reads both back), :func:`write_pose` (a ``.pose`` file of the
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,14 +157,42 @@ class _VideoSource(ClipSource):
         self.cap.release()
 
 
+_NUMBERED = re.compile(r"(.*?)(\d+)")
+"""A frame file's stem: a prefix and its frame number."""
+
+
+def numbered_slots(files: Sequence[Path]) -> list[Path | None]:
+    """The frames of a folder in order, with None where its numbering skips a number
+    (``f_0001.png``, ``f_0003.png`` -> [f_0001, None, f_0003]: frame 2 was dropped). Only
+    when every name is one prefix + a number, the numbers rise, and at most as many are
+    missing as there are files (else numbers are not frame indices: the files as they are)."""
+    parts = [_NUMBERED.fullmatch(p.stem) for p in files]
+    if not files or not all(parts) or len({(m[1], p.suffix) for m, p in zip(parts, files)}) > 1:
+        return list(files)
+    numbers = [int(m[2]) for m in parts]
+    if any(b <= a for a, b in zip(numbers, numbers[1:])):
+        return list(files)
+    span = numbers[-1] - numbers[0] + 1
+    if span - len(files) > len(files):
+        return list(files)
+    slots: list[Path | None] = [None] * span
+    for n, path in zip(numbers, files):
+        slots[n - numbers[0]] = path
+    return slots
+
+
 class _FolderSource(ClipSource):
     def __init__(self, files: Sequence[Path], name: str, fps: float, max_frames: int | None):
-        files = list(files)[:max_frames] if max_frames is not None else list(files)
+        slots = numbered_slots(files)
+        files = slots[:max_frames] if max_frames is not None else slots
         super().__init__(name, fps, len(files))
         self.files = files
 
     def _frames(self) -> Iterator[Frame]:
         for i, path in enumerate(self.files):
+            if path is None:
+                yield Frame(i, None, i / self.fps, "dropped: the folder's numbering skips it")
+                continue
             try:
                 image = read_image(path)
             except HandsegError as exc:
