@@ -2,13 +2,13 @@
 
 Each hands-wild photo is resized to 640 x 480 and run through ``HandSegmenter.predict``
 (detector + refiner, everything after decoding) by each pipeline in turn, photo by photo,
-so that every pipeline sees the same load: the crop segmenter of ``--model`` with the fast
-and the accurate detector, on each runtime asked for, and GrabCut / the colour model with
+so that every pipeline sees the same load: the crop segmenter of ``--model`` with each
+detector mode (fast, accurate, thorough) on each runtime asked for, and GrabCut / the colour model with
 the accurate detector (the pipelines without training). Reported: mean and median ms per
 photo and the ratio to GrabCut measured in the same run.
 
     OMP_NUM_THREADS=2 python benchmarks/hands_speed.py --model RUN/model.pt [--runtime onnx torch]
-        [--photos 40] [--repeats 2]
+        [--photos 40] [--repeats 2] [--modes fast accurate thorough]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from handseg.core.imaging import list_images, read_image
 from handseg.infer.crop_segmenter import CropSegmenter
-from handseg.infer.detect import HandDetector
+from handseg.infer.detect import DETECTOR_MODES, HandDetector
 from handseg.infer.pipeline import HandPipeline, HandSegmenter
 from handseg.model.checkpoint import read_model_file
 from handseg.train.model_card import hardware
@@ -36,6 +36,8 @@ def main() -> None:
     )
     ap.add_argument("--model", required=True, help="a crop segmenter (--preset hands) model.pt")
     ap.add_argument("--runtime", nargs="+", default=["onnx", "torch"])
+    ap.add_argument("--modes", nargs="+", default=["fast", "accurate", "thorough"],
+                    choices=sorted(DETECTOR_MODES), help="detector modes for the crop segmenter")  # fmt: skip
     ap.add_argument("--photos", type=int, default=40)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -49,7 +51,7 @@ def main() -> None:
     pipelines: dict[str, HandSegmenter] = {}
     for runtime in args.runtime:
         crops = CropSegmenter(net, card, runtime=runtime, precision="fp32", threads=args.threads)
-        for mode in ("fast", "accurate"):
+        for mode in args.modes:
             name = f"detector ({mode}) + crop segmenter ({crops.runtime})"
             pipelines[name] = HandSegmenter(
                 HandPipeline(refine="crops", mode=mode, detector=detector, crops=crops)

@@ -157,6 +157,8 @@ def summarise(rows: list[dict]) -> dict:
     return {"found": sum(x.found for x in t), "findable": sum(x.findable for x in t),
             "swaps": sum(x.swaps for x in t), "hand_iou": hand_iou, "per_frame": per_frame,
             "flicker": np.mean([x["flicker"] for x in temporal]),
+            "excess": np.mean([x["excess_change"] for x in temporal]),
+            "error": np.mean([x["change_error"] for x in temporal]),
             "change": np.mean([x["pred_change"] for x in temporal]),
             "spurious": np.mean([x["spurious_change"] for x in temporal])}  # fmt: skip
 
@@ -194,14 +196,16 @@ def main() -> None:
         print(" | ".join(line), flush=True)
     print()
     print("| clips | mode | hands found | identity swaps | hand IoU | per-frame hand IoU | "
-          "labels changing / frame | flicker | changes where the truth holds still |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          "labels changing / frame | flicker | excess change per pair | change error per pair | "
+          "changes where the truth holds still |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for group, modes in groups.items():
         for mode, rows in modes.items():
             s = summarise(rows)
             print(f"| {group} ({len(rows)}) | {mode} | {s['found']}/{s['findable']} | "
                   f"{s['swaps']} | {s['hand_iou']:.3f} | {s['per_frame']:.3f} | "
                   f"{100 * s['change']:.3f} % | {100 * s['flicker']:+.3f} % | "
+                  f"{100 * s['excess']:.3f} % | {100 * s['error']:.3f} % | "
                   f"{100 * s['spurious']:.3f} % |")  # fmt: skip
     gc = np.mean([v for k, v in gt_change.items() if k.startswith("photo")])
     print(f"\nground truth's labels changing / frame (photo clips): {100 * gc:.3f} %")

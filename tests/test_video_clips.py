@@ -274,11 +274,14 @@ def test_flicker_figure_on_known_masks():
     pred = [on, 1 - on, on]  # every pixel flips twice
     t = evaluate_clip_masks(pred, gt)["temporal"]
     assert t == {"pairs": 2, "pred_change": 1.0, "gt_change": 0.0, "flicker": 1.0,
-                 "flicker_ratio": None, "spurious_change": 1.0}  # fmt: skip
+                 "flicker_ratio": None, "excess_change": 1.0, "change_error": 1.0,
+                 "spurious_change": 1.0}  # fmt: skip
     moved = np.roll(on, 1, axis=0)  # the truth moves one row; the prediction lags a frame
     t = evaluate_clip_masks([on, on, moved], [on, moved, moved])["temporal"]
     assert t["pred_change"] == t["gt_change"] == pytest.approx(0.1)
     assert t["flicker"] == 0 and t["spurious_change"] == pytest.approx(0.1)
+    # per pair the lag shows: no change where the truth moved, a change where it held still
+    assert t["excess_change"] == pytest.approx(0.1) and t["change_error"] == pytest.approx(0.2)
 
 
 def test_mask_smoothing_lowers_flicker_on_a_moving_hand():

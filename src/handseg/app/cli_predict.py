@@ -52,7 +52,9 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     hands.add_argument("--refine", choices=REFINERS,
                        help="how found hands become masks (default: the model's, else grabcut)")  # fmt: skip
     hands.add_argument("--detector-mode", choices=DETECTOR_MODES,
-                       help="accurate (photos, default) | fast; video always runs fast")  # fmt: skip
+                       help="accurate (photos, default) | fast | thorough (accurate + a window "
+                       "search for a missed second hand; ~3x slower, for offline "
+                       "collections); video always runs fast")  # fmt: skip
     hands.add_argument("--instances", action="store_true",
                        help="also write OUT/<name>_hand<i>.png per hand and OUT/<name>_hands.json "
                        "(box, left/right, score, landmarks); needs the detector")  # fmt: skip

@@ -348,8 +348,10 @@ class TrainConfig:
     )
     detector_mode: str = _option(
         "accurate",
-        "hand detector settings for photos: accurate (finds small and cut-off hands) or "
-        "fast; video always runs fast, following hands from frame to frame (default {default})",
+        "hand detector settings for photos: accurate (finds small and cut-off hands), fast, "
+        "or thorough (accurate + a slower window search for a second hand the palm model "
+        "missed, e.g. a fist seen from the back); video always runs fast, following hands "
+        "from frame to frame (default {default})",
         group=_PIPE,
         choices=DETECTOR_MODES,
     )

@@ -24,8 +24,13 @@ DETECTORS: tuple[str, ...] = ("none", "mediapipe")
 """``none``: the whole-image network; ``mediapipe``: find hands first, segment them."""
 REFINERS: tuple[str, ...] = ("crops", "grabcut", "color", "landmarks", "network")
 """How detected hands become masks (see :mod:`handseg.infer.pipeline`)."""
-DETECTOR_MODES: tuple[str, ...] = ("accurate", "fast")
-"""Detector settings: ``accurate`` (tiles, second pass; photos), ``fast`` (real time)."""
+DETECTOR_MODES: tuple[str, ...] = ("accurate", "fast", "thorough")
+"""Detector settings: ``accurate`` (tiles, second pass; photos), ``fast`` (real time),
+``thorough`` (accurate + a window search for a missed second hand; offline collections)."""
+SKIN_CR: tuple[int, int] = (133, 173)
+"""Inclusive Cr range of skin (OpenCV full-range YCrCb, 0..255)."""
+SKIN_CB: tuple[int, int] = (77, 127)
+"""Inclusive Cb range of skin."""
 MAX_MEGAPIXELS = 50.0
 """The pixel budget of one image, mask or annotation (millions of pixels): every reader
 checks the size a file declares against it before decoding or allocating anything.

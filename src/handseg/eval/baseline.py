@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from handseg.core.constants import SKIN_CB, SKIN_CR
 from handseg.core.errors import HandsegError
 from handseg.core.imaging import list_images, read_image
 
-DEFAULT_CR: tuple[int, int] = (133, 173)
-"""Inclusive Cr range of skin (OpenCV full-range YCrCb, 0..255)."""
-DEFAULT_CB: tuple[int, int] = (77, 127)
-"""Inclusive Cb range of skin."""
+DEFAULT_CR: tuple[int, int] = SKIN_CR
+DEFAULT_CB: tuple[int, int] = SKIN_CB
 
 
 def _check_range(name: str, r: Sequence[float]) -> tuple[float, float]:

@@ -13,8 +13,11 @@ prediction's change minus the ground truth's (``pred_change - gt_change``): the 
 changes that the hands' real motion does not explain. 0 is a mask that changes exactly as
 much as the truth; a mask that lags the motion can go below 0. ``spurious_change`` is
 the share of pixels whose predicted label changes where the ground truth's does not (never
-below 0: noise and lag both count). Reported with ``flicker_ratio`` (pred_change /
-gt_change) in ``result["temporal"]``.
+below 0: noise and lag both count). ``flicker`` is a clip-wide mean, so a pair of frames
+whose mask lags the motion cancels a pair whose mask shimmers; per pair of frames,
+``excess_change`` averages ``max(0, pred_change - gt_change)`` (the changes the motion does
+not explain, none cancelled) and ``change_error`` ``|pred_change - gt_change|``. Reported
+with ``flicker_ratio`` (pred_change / gt_change) in ``result["temporal"]``.
 """
 
 from __future__ import annotations
@@ -65,10 +68,14 @@ class TemporalStability:
     def compute(self) -> dict[str, Any]:
         if not self.pred_change:
             return {"pairs": 0, "pred_change": None, "gt_change": None, "flicker": None,
-                    "flicker_ratio": None, "spurious_change": None}  # fmt: skip
+                    "flicker_ratio": None, "excess_change": None, "change_error": None,
+                    "spurious_change": None}  # fmt: skip
         pc, gc = float(np.mean(self.pred_change)), float(np.mean(self.gt_change))
+        diff = np.subtract(self.pred_change, self.gt_change)
         return {"pairs": len(self.pred_change), "pred_change": pc, "gt_change": gc,
                 "flicker": pc - gc, "flicker_ratio": pc / gc if gc > 0 else None,
+                "excess_change": float(np.maximum(diff, 0).mean()),
+                "change_error": float(np.abs(diff).mean()),
                 "spurious_change": float(np.mean(self.spurious))}  # fmt: skip
 
 
@@ -149,12 +156,13 @@ def evaluate_clip(
 
 def stability_line(result: dict[str, Any]) -> str:
     """One line: frames, the label change per frame of the prediction and of the truth,
-    and the flicker."""
+    the flicker (clip-wide and per pair) and the changes where the truth holds still."""
     t = result["temporal"]
     if not t["pairs"]:
         return f"{result['num_frames']} frame(s): no consecutive pair, no temporal figure"
     return (
         f"{result['num_frames']} frames: labels changing per frame {100 * t['pred_change']:.3f} % "
         f"(ground truth {100 * t['gt_change']:.3f} %), flicker {100 * t['flicker']:+.3f} % "
-        f"of the pixels, changes where the truth holds still {100 * t['spurious_change']:.3f} %"
+        f"of the pixels (per pair of frames: {100 * t['excess_change']:.3f} % in excess), "
+        f"changes where the truth holds still {100 * t['spurious_change']:.3f} %"
     )
