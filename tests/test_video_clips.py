@@ -26,7 +26,7 @@ from handseg.infer.collection import predict_collection
 from handseg.infer.detect import Hand
 from handseg.infer.media import predict_inputs
 from handseg.infer.pipeline import HandPipeline, HandSegmenter
-from handseg.infer.tracking import MaskSmoother, TrackedHand
+from handseg.infer.tracking import HandTracker, MaskSmoother, TrackedHand
 from handseg.synth.backgrounds import render_background
 from handseg.synth.clips import render_clip, synthetic_sprites
 
@@ -265,6 +265,72 @@ def test_evaluate_on_a_clip_equals_its_frames_as_photos(tmp_path):
     assert run["temporal"]["pairs"] == 9
     t = as_clip["temporal"]
     assert t["flicker"] == pytest.approx(t["pred_change"] - t["gt_change"])
+
+
+def test_a_ground_truth_folder_with_a_gap_in_its_numbering_is_scored_by_frame_number(tmp_path):
+    """gt/m_0002.png is missing: frame 2 has no ground truth. The other frames are scored
+    against their own numbers (read in file order, frame 2's prediction would meet m_0003
+    and every later frame would be one off), and no stability pair spans the gap."""
+    masks = []
+    for i in range(5):
+        m = np.zeros((24, 32), np.uint8)
+        m[4:12, 2 + 5 * i : 10 + 5 * i] = 1  # a hand that moves 5 px a frame
+        masks.append(m)
+    pred, gt = tmp_path / "pred", tmp_path / "gt"
+    pred.mkdir(), gt.mkdir()
+    for i, m in enumerate(masks):
+        cv2.imwrite(str(pred / f"p_{i:04d}.png"), 255 * m)
+        if i != 2:
+            cv2.imwrite(str(gt / f"m_{i:04d}.png"), 255 * m)
+    result = evaluate_clip(gt=gt, pred=pred, progress=False)
+    assert result["num_frames"] == 4 and result["unscored_frames"] == [2]
+    assert [im["image"] for im in result["images"]] == [f"frame {i:06d}" for i in (0, 1, 3, 4)]
+    assert all(im["hand_iou"] == pytest.approx(1.0) for im in result["images"])
+    assert result["temporal"]["pairs"] == 2 and result["temporal"]["spurious_change"] == 0
+    # a prediction folder with a gap: that frame is an empty prediction, scored as a miss
+    (pred / "p_0003.png").unlink()
+    result = evaluate_clip(gt=gt, pred=pred, progress=False)
+    assert [round(im["hand_iou"], 3) for im in result["images"]] == [1.0, 1.0, 0.0, 1.0]
+
+
+class _ScriptedDetector:
+    """The hands of each frame as scripted (frame i: a photo whose first pixel is i)."""
+
+    def __init__(self, script: dict[int, list[Hand]]) -> None:
+        self.script = script
+
+    def __call__(self, rgb, **options) -> list[Hand]:
+        return list(self.script.get(int(rgb[0, 0, 0]), []))
+
+    def follow(self, rgb, previous: Hand, **options) -> Hand | None:
+        at = previous.landmarks[:, :2].mean(0)
+        near = [h for h in self(rgb) if np.linalg.norm(h.landmarks[:, :2].mean(0) - at) < 30]
+        return near[0] if near else None
+
+
+def _hand_at(x: float, y: float, side: str = "left") -> Hand:
+    lm = np.column_stack([TEMPLATE * 20 + (x, y), np.zeros(21)]).astype(np.float32)
+    box = (float(lm[:, 0].min()), float(lm[:, 1].min()), float(lm[:, 0].max()),
+           float(lm[:, 1].max()))  # fmt: skip
+    return Hand(lm, box, side, 0.95, 0.9, 0.9)
+
+
+@pytest.mark.parametrize("back_at, same_track", [((150, 60), True), ((60, 60), False)])
+def test_a_locked_track_takes_its_side_back_only_at_the_frame_border(back_at, same_track):
+    """A left hand seen for 8 frames walks out through the right edge; 3 frames later a
+    hand that also says "left" is found. At the right border it is the same hand coming
+    back (the same track); in the middle of the frame, 90 px away, it is another hand that
+    the detector had missed there (a new track; it takes the free side)."""
+    script = {i: [_hand_at(110 + 5 * i, 60)] for i in range(8)}
+    script[11] = [_hand_at(*back_at)]
+    tracker = HandTracker(_ScriptedDetector(script), fps=30.0, lock_after=5)
+    seen = {}
+    for i in range(12):
+        frame = np.full((120, 160, 3), i, np.uint8)
+        seen[i] = tracker(frame)
+    first, back = seen[0][0], seen[11][0]
+    assert (back.track == first.track) is same_track
+    assert back.side == ("left" if same_track else "right")
 
 
 def test_flicker_figure_on_known_masks():

@@ -41,6 +41,9 @@ __all__ = ["TemporalStability", "evaluate_clip", "evaluate_clip_masks", "is_clip
            "stability_line"]  # fmt: skip
 
 
+_END = object()  # the end of an iterator of frames (a frame itself may be None)
+
+
 def is_clip(path: str | Path) -> bool:
     """A video file (what ``handseg evaluate`` takes as a clip without ``--clip``)."""
     p = Path(path)
@@ -55,6 +58,10 @@ class TemporalStability:
         self.pred_change: list[float] = []
         self.gt_change: list[float] = []
         self.spurious: list[float] = []
+
+    def gap(self) -> None:
+        """A frame without ground truth: the next frame starts a new run of pairs."""
+        self.prev = None
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
         p, g = pred > 0, gt == 1  # gt: 0/1 with ignore values counted as not hand
@@ -89,31 +96,47 @@ def evaluate_clip_masks(
 ) -> dict[str, Any]:
     """Score a clip's predicted masks against its ground truth, frame by frame.
 
+    Frame ``i`` of ``pred`` is scored against frame ``i`` of ``gt``. A ground-truth frame
+    that is None (a mask folder whose numbering skips it: :func:`read_mask_frames`) is not
+    scored, and the stability figures take no pair across it; a predicted frame that is
+    None counts as an empty prediction.
+
     Returns ``SegmentationMetrics.compute()``'s result (``images`` holds one record per
-    frame, named ``frame 000000`` ...) with ``"temporal"`` (:class:`TemporalStability`).
+    scored frame, named ``frame 000000`` ... by the frame's index) with ``"temporal"``
+    (:class:`TemporalStability`), ``num_frames`` (scored) and ``unscored_frames`` (indices).
 
     Raises:
         HandsegError: the two clips have different lengths, or a frame's size does not fit.
     """
     acc, stab = SegmentationMetrics(class_names), TemporalStability()
     pred_it, gt_it = iter(pred), iter(gt)
+    unscored: list[int] = []
     bar = tqdm(total=total, desc="evaluate clip", unit="frame", disable=not progress)
     with bar:
         for i, g in enumerate(gt_it):
-            p = next(pred_it, None)
-            if p is None:
+            p = next(pred_it, _END)
+            if p is _END:
                 raise HandsegError(f"the prediction has {i} frames, the ground truth more")
+            bar.update(1)
+            if g is None:  # the ground truth's numbering skips frame i: nothing to score
+                unscored.append(i)
+                stab.gap()
+                continue
+            if p is None:  # a prediction folder that skips frame i: nothing predicted
+                p = np.zeros(g.shape[:2], np.uint8)
             name = f"frame {i:06d}"
             check_aspect(p.shape[:2], g.shape[:2], name, target="its ground truth")
             p = resize_mask(p, g.shape[:2])
             acc.update(p, g, image=name, mask=name)
             stab.update(p, g)
-            bar.update(1)
-    if next(pred_it, None) is not None:
-        raise HandsegError(f"the prediction has more frames than the ground truth ({len(acc)})")
+    if next(pred_it, _END) is not _END:
+        raise HandsegError(
+            f"the prediction has more frames than the ground truth ({len(acc) + len(unscored)})"
+        )
     if not len(acc):
         raise HandsegError("nothing to evaluate: the ground-truth clip has no frames")
-    return acc.compute() | {"temporal": stab.compute(), "num_frames": len(acc)}
+    return acc.compute() | {"temporal": stab.compute(), "num_frames": len(acc),
+                            "unscored_frames": unscored}  # fmt: skip
 
 
 def _predicted(clip: str | Path, predictor: Any, smooth: bool) -> Iterator[np.ndarray]:
@@ -158,10 +181,14 @@ def stability_line(result: dict[str, Any]) -> str:
     """One line: frames, the label change per frame of the prediction and of the truth,
     the flicker (clip-wide and per pair) and the changes where the truth holds still."""
     t = result["temporal"]
+    skipped = len(result.get("unscored_frames", ()))
+    frames = f"{result['num_frames']} frame(s)" + (
+        f" ({skipped} without ground truth, not scored)" if skipped else ""
+    )
     if not t["pairs"]:
-        return f"{result['num_frames']} frame(s): no consecutive pair, no temporal figure"
+        return f"{frames}: no consecutive pair, no temporal figure"
     return (
-        f"{result['num_frames']} frames: labels changing per frame {100 * t['pred_change']:.3f} % "
+        f"{frames}: labels changing per frame {100 * t['pred_change']:.3f} % "
         f"(ground truth {100 * t['gt_change']:.3f} %), flicker {100 * t['flicker']:+.3f} % "
         f"of the pixels (per pair of frames: {100 * t['excess_change']:.3f} % in excess), "
         f"changes where the truth holds still {100 * t['spurious_change']:.3f} %"

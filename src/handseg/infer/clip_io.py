@@ -292,15 +292,17 @@ class MaskFrames:
             self.writer.release()
 
 
-def read_mask_frames(path: str | Path, *, hand_value: Any = None) -> Iterator[np.ndarray]:
+def read_mask_frames(path: str | Path, *, hand_value: Any = None) -> Iterator[np.ndarray | None]:
     """The (H, W) uint8 0/1 masks of a mask clip: a folder of mask images (natural order,
-    read as ``handseg evaluate`` reads masks) or a mask video (hand = bright, >= 128)."""
+    read as ``handseg evaluate`` reads masks; None in the place of a number its numbering
+    skips, as :func:`numbered_slots` reads frame folders) or a mask video (hand = bright,
+    >= 128)."""
     path = Path(path)
     if path.is_dir():
         files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS),
                        key=lambda p: natural_key(p.name))  # fmt: skip
-        for p in files:
-            yield read_mask(p, hand_value=hand_value)
+        for p in numbered_slots(files):
+            yield None if p is None else read_mask(p, hand_value=hand_value)
         return
     if not path.is_file():
         raise HandsegError(f"mask clip {path} does not exist; pass a folder of masks or a video")

@@ -48,6 +48,9 @@ __all__ = ["SIDES", "MaskSmoother", "OneEuro", "TrackedHand", "HandTracker"]
 HANDEDNESS_WEIGHT = 2.0
 """A confident handedness that contradicts a track's side costs as much as being this many
 hand sizes away: when hands cross, positions are ambiguous and handedness decides."""
+EDGE_MARGIN = 0.1
+"""A hand within this share of the frame's width / height of an edge is coming into view:
+a locked track of its side may take it however far away the track was last seen."""
 SIDES = ("left", "right")
 """Track names: the person's hands (the pose file's LEFT_HAND / RIGHT_HAND components)."""
 
@@ -137,6 +140,15 @@ def _box_iou(a: Hand, b: Hand) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _at_border(hand: Hand, shape: tuple[int, int], margin: float = EDGE_MARGIN) -> bool:
+    """Whether the hand's box lies within ``margin`` of the frame's size of an edge: where
+    a hand that left the frame comes back in. A hand first found in the middle of the
+    frame (one the detector had missed there) is not a hand coming back."""
+    h, w = shape
+    x0, y0, x1, y1 = hand.box
+    return x0 <= margin * w or y0 <= margin * h or x1 >= (1 - margin) * w or y1 >= (1 - margin) * h
+
+
 def _with_landmarks(hand: Hand, lm: np.ndarray, shape: tuple[int, int]) -> Hand:
     h, w = shape
     x0, y0 = np.clip(lm[:, 0].min(), 0, w), np.clip(lm[:, 1].min(), 0, h)
@@ -186,7 +198,7 @@ class HandTracker:
         if len(found) < self.max_hands and (not found or self.frame % self.redetect_every == 0):
             found += [d for d in self.detector(rgb, **self.options)
                       if all(_box_iou(d, f) <= 0.3 for f in found)]  # fmt: skip
-        self._update(self._assign(found), rgb.shape[:2])
+        self._update(self._assign(found, rgb.shape[:2]), rgb.shape[:2])
         self.frame += 1
         seen = [t for t in self.tracks if t.missing == 0]
         seen.sort(key=lambda t: SIDES.index(t.side))
@@ -222,18 +234,19 @@ class HandTracker:
         contra = max(0.0, -_evidence(hand) if side == "left" else _evidence(hand))
         return dist / size + HANDEDNESS_WEIGHT * contra
 
-    def _assign(self, found: list[Hand]) -> dict[int, Hand]:
+    def _assign(self, found: list[Hand], shape: tuple[int, int]) -> dict[int, Hand]:
         """Track id -> its hand in this frame: Hungarian assignment of all hands found to
-        all live tracks (gated; a locked track also takes a hand of its side from anywhere,
-        as when a hand comes back from outside the frame); tracks for what is left, while
-        there is room."""
+        all live tracks (gated; a locked track also takes a hand of its side that comes
+        back into the frame, near its border, wherever the track was last); tracks for
+        what is left, while there is room."""
         got: dict[int, Hand] = {}
         if found and self.tracks:
             cost = np.array([[self._cost(t, d) for d in found] for t in self.tracks])
             for r, c in zip(*linear_sum_assignment(cost)):
                 t = self.tracks[r]
                 sign = 1 if t.side == "left" else -1
-                same_side = t.locked and _evidence(found[c]) * sign > 0.5
+                same_side = (t.locked and _evidence(found[c]) * sign > 0.5
+                             and _at_border(found[c], shape))  # fmt: skip
                 if cost[r, c] <= 2.0 + 0.25 * t.missing or same_side:
                     got[t.id] = found[c]
         taken = {id(h) for h in got.values()}
