@@ -391,7 +391,8 @@ def test_the_crop_segmenter_runs_on_onnxruntime_as_on_torch(hands_run, tmp_path)
     from handseg.infer.export import export_onnx
 
     net, card = read_model_file(hands_run / "model.pt")
-    torch_seg = CropSegmenter(net, card, runtime="torch")
+    # fp32 named: on a CPU with native bf16 "auto" would choose bf16 for torch
+    torch_seg = CropSegmenter(net, card, runtime="torch", precision="fp32")
     onnx_seg = CropSegmenter(net, card, runtime="onnx", precision="fp32")
     assert torch_seg.runtime == "torch fp32" and onnx_seg.runtime == "onnx fp32"
     rgb = np.random.default_rng(0).integers(0, 255, (96, 120, 3), dtype=np.uint8)
