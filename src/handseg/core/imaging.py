@@ -324,6 +324,37 @@ def _hand_value_ignored(where: str) -> None:
     )
 
 
+def _palette_mask(path: Path, im: Image.Image) -> np.ndarray:
+    """A palette PNG: decoded through its colours, or indices 0/1 when they say nothing."""
+    idx = np.asarray(im.getchannel("P") if im.mode == "PA" else im)
+    pal = np.asarray(im.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
+    lut = np.zeros(256, np.uint8)
+    lut[: len(pal)] = pal.max(axis=1)
+    out, why = _classify_grey(lut[idx])
+    if out is None and idx.max() <= 1:
+        out = idx.astype(np.uint8)
+    if out is None:
+        raise _ambiguous(path, idx, f"palette mask, {why}")
+    return out
+
+
+def _wide_mask(path: Path, im: Image.Image) -> np.ndarray:
+    """A 16-bit, 32-bit integer or float mask: floats in 0..1 scaled to 8 bits, integers
+    beyond 255 divided by 257, then read as an 8-bit grey mask."""
+    raw, mode = np.asarray(im), im.mode
+    if mode == "F" and raw.max() <= 1.0 and raw.min() >= 0 and np.any((raw > 0) & (raw < 1)):
+        grey = (raw * 255).round().astype(np.uint8)
+    else:
+        if raw.min() < 0 or raw.max() > 65535 or np.any(raw != np.round(raw)):
+            raise _ambiguous(path, raw, f"{mode} values outside 0..65535")
+        grey = raw if raw.max() <= 255 else np.round(raw / 257.0)
+        grey = grey.astype(np.uint8)
+    out, why = _classify_grey(grey)
+    if out is None:
+        raise _ambiguous(path, raw, why)
+    return out
+
+
 def read_mask(
     path: str | Path, *, hand_value: int | Sequence[int] | str | None = None
 ) -> np.ndarray:
@@ -361,29 +392,9 @@ def read_mask(
     if mode == "1":
         return np.asarray(im).astype(np.uint8)
     if mode in ("P", "PA"):
-        idx = np.asarray(im.getchannel("P") if mode == "PA" else im)
-        pal = np.asarray(im.getpalette("RGB") or [], np.uint8).reshape(-1, 3)
-        lut = np.zeros(256, np.uint8)
-        lut[: len(pal)] = pal.max(axis=1)
-        out, why = _classify_grey(lut[idx])
-        if out is None and idx.max() <= 1:
-            out = idx.astype(np.uint8)
-        if out is None:
-            raise _ambiguous(path, idx, f"palette mask, {why}")
-        return out
+        return _palette_mask(path, im)
     if mode in ("I", "F") or mode.startswith("I;16"):
-        raw = np.asarray(im)
-        if mode == "F" and raw.max() <= 1.0 and raw.min() >= 0 and np.any((raw > 0) & (raw < 1)):
-            grey = (raw * 255).round().astype(np.uint8)
-        else:
-            if raw.min() < 0 or raw.max() > 65535 or np.any(raw != np.round(raw)):
-                raise _ambiguous(path, raw, f"{mode} values outside 0..65535")
-            grey = raw if raw.max() <= 255 else np.round(raw / 257.0)
-            grey = grey.astype(np.uint8)
-        out, why = _classify_grey(grey)
-        if out is None:
-            raise _ambiguous(path, raw, why)
-        return out
+        return _wide_mask(path, im)
     if mode == "LA":
         im = im.getchannel("L")
         mode = "L"
