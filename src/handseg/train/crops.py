@@ -8,8 +8,11 @@ landmark model converted to PyTorch as the encoder, :class:`~handseg.model.crop_
 and its Lightning module (pixel cross-entropy + soft Dice on the crop; the encoder frozen
 unless ``--encoder-lr-factor`` > 0).
 
-What dominates the time on a CPU: the encoder's forward pass on each 224 x 224 crop
-(about two thirds of a step with the encoder frozen); fine-tuning adds its backward pass.
+What dominates the time on a CPU (profiled, eighth session, batch of 8): the decoder's
+forward and backward pass, ~70 % of a step (most of it the convolutions' backward pass at
+112 and 224 px, then bilinear upsampling and batch norm at those sizes); the frozen
+encoder's forward pass ~11 %; making the crops (decode, warp, composite, colour, blur)
+~19 %. Fine-tuning adds the encoder's backward pass.
 """
 
 from __future__ import annotations
@@ -136,8 +139,15 @@ class CropModule(pl.LightningModule):
             raise HandsegError("a random encoder must learn: set --encoder-lr-factor above 0")
         for p in net.encoder.parameters():
             p.requires_grad_(not self.frozen)
+        # channels-last tensors: oneDNN's convolutions and their backward pass, most of a
+        # step, run ~1.3x faster on the CPU (BENCHMARKS.md); the weights' values are
+        # unchanged, and a state dict loads into a model of either layout
+        net.to(memory_format=torch.channels_last)
 
     def forward(self, crop: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        crop = crop.contiguous(memory_format=torch.channels_last)
+        if prior is not None:
+            prior = prior.contiguous(memory_format=torch.channels_last)
         if self.frozen:  # no graph through the encoder: its forward pass only
             with torch.no_grad():
                 feats = self.net.features(crop)
