@@ -53,7 +53,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
                        help="how found hands become masks (default: the model's, else grabcut)")  # fmt: skip
     hands.add_argument("--detector-mode", choices=DETECTOR_MODES,
                        help="accurate (photos, default) | fast | thorough (accurate + a window "
-                       "search for a missed second hand; ~3x slower, for offline "
+                       "search for a missed second hand; ~5x slower, for offline "
                        "collections); video always runs fast")  # fmt: skip
     hands.add_argument("--instances", action="store_true",
                        help="also write OUT/<name>_hand<i>.png per hand and OUT/<name>_hands.json "
