@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from handseg.core.constants import IMAGE_EXTS, IMAGENET_MEAN, IMAGENET_STD
+from handseg.core.constants import IMAGE_EXTS, IMAGENET_MEAN, IMAGENET_STD, SKIN_CB, SKIN_CR
 from handseg.core.errors import HandsegError, check_pixels
 from handseg.core.mask_sources import read_annotation_mask
 from handseg.core.outputs import is_side_file
@@ -419,6 +419,18 @@ def read_mask(
     if out is None:
         raise _ambiguous(path, rgb, why)
     return out
+
+
+def skin_pixels(
+    rgb: np.ndarray, cr: Sequence[float] = SKIN_CR, cb: Sequence[float] = SKIN_CB
+) -> np.ndarray:
+    """(H, W) uint8 1 where an (H, W, 3) uint8 RGB image's Cr and Cb (OpenCV full-range
+    YCrCb) lie in the inclusive ranges ``cr`` and ``cb``: skin colour."""
+    import cv2
+
+    ycc = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YCrCb)
+    c_r, c_b = ycc[..., 1], ycc[..., 2]
+    return ((c_r >= cr[0]) & (c_r <= cr[1]) & (c_b >= cb[0]) & (c_b <= cb[1])).astype(np.uint8)
 
 
 def resize_mask(mask: np.ndarray, hw: tuple[int, int]) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 
 from handseg.core.constants import SKIN_CB, SKIN_CR
 from handseg.core.errors import HandsegError
-from handseg.core.imaging import list_images, read_image
+from handseg.core.imaging import list_images, read_image, skin_pixels
 
 DEFAULT_CR: tuple[int, int] = SKIN_CR
 DEFAULT_CB: tuple[int, int] = SKIN_CB
@@ -85,9 +85,7 @@ def skin_baseline(
     r_open = max(1, round(0.003 * diag)) if open_radius is None else int(open_radius)
     r_close = max(1, round(0.01 * diag)) if close_radius is None else int(close_radius)
 
-    ycrcb = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2YCrCb)  # (H, W, 3)
-    c_r, c_b = ycrcb[..., 1], ycrcb[..., 2]
-    mask = ((c_r >= cr0) & (c_r <= cr1) & (c_b >= cb0) & (c_b <= cb1)).astype(np.uint8)
+    mask = skin_pixels(image, (cr0, cr1), (cb0, cb1))
     if r_open > 0:
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, _disk(r_open))
     if r_close > 0:

@@ -35,8 +35,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from handseg.core.constants import SKIN_CB, SKIN_CR
 from handseg.core.errors import HandsegError
+from handseg.core.imaging import skin_pixels
 from handseg.infer.hand_models import find_hand_models
 
 __all__ = [
@@ -389,7 +389,7 @@ class HandDetector:
 
         Windows of :attr:`SEARCH_SIZES` at half-window steps whose centre lies outside the
         found hands' boxes and whose middle quarter is at least ``min_skin`` skin-coloured
-        (``SKIN_CR`` / ``SKIN_CB``), each at four rotations; a window whose best presence
+        (:func:`handseg.core.imaging.skin_pixels`), each at four rotations; a window whose best presence
         reaches ``min_presence`` is a candidate, kept when the landmark model's second pass
         on it reaches ``min_presence`` too and it overlaps no hand found before. Fists seen
         from the back and hands cut by the frame's edge, which the palm model scores low,
@@ -397,9 +397,7 @@ class HandDetector:
         landmark passes per photo: slow, hence a mode of its own (``thorough``).
         """
         h, w = rgb.shape[:2]
-        ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
-        skin = cv2.inRange(ycc, (0, SKIN_CR[0], SKIN_CB[0]), (255, SKIN_CR[1], SKIN_CB[1]))
-        ii = cv2.integral((skin > 0).astype(np.uint8))
+        ii = cv2.integral(skin_pixels(rgb))
         boxes = [np.array(hand.box, np.float64) for hand in hands]
         windows = []
         for frac in self.SEARCH_SIZES:
