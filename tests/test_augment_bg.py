@@ -12,11 +12,13 @@ from handseg.core.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from handseg.core.errors import HandsegError
 from handseg.synth.backgrounds import BackgroundSource
 from handseg.synth.compositing import (
+    SKIN_TONES,
     BackgroundComposite,
     background_factory,
     build_transform,
     camouflage,
     composite,
+    skin_tone,
 )
 
 H, W = 72, 96
@@ -218,6 +220,29 @@ def test_ring_continues_the_masks_rim_not_the_skin():
     assert blue > 20 and 0.75 < red / blue < 1.1
     far = out[outside > 12]
     assert (far == (0, 255, 0)).all()
+
+
+def test_skin_tone_moves_the_hand_along_the_tones_and_keeps_its_shading():
+    import cv2
+
+    image, mask = _sample()
+    hand = mask == 1
+    k = np.ones((3, 3), np.uint8)
+    inner = cv2.erode(hand.astype(np.uint8), k, iterations=3) > 0  # off the feathered rim
+    far = cv2.dilate(hand.astype(np.uint8), k, iterations=4) == 0  # beyond the feather
+    tones = []
+    for seed in range(12):
+        out = skin_tone(image, hand, np.random.default_rng(seed))
+        assert (out[far] == image[far]).all()  # nothing away from the hand changes
+        # shading kept: per channel, the hand's pixels are the old ones times one gain
+        gains = out[inner].astype(np.float32) / image[inner].astype(np.float32)
+        assert np.percentile(np.abs(gains - np.median(gains, 0)), 90, axis=0).max() < 0.05
+        # the hand's median lies on the tones' range (within the 8 % tint)
+        lum = float(np.median(out[inner].astype(np.float32), axis=0).mean())
+        assert SKIN_TONES.mean(1).min() * 0.9 <= lum <= SKIN_TONES.mean(1).max() * 1.1
+        tones.append(lum)
+    assert max(tones) - min(tones) > 60  # light and dark tones both drawn
+    assert skin_tone(image, np.zeros_like(hand), np.random.default_rng(0)) is image
 
 
 def test_composite_function_keeps_hand_exact():

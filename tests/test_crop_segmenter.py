@@ -424,6 +424,25 @@ def test_zoomed_training_crops_let_the_hand_run_past_the_border(tmp_path):
     assert all((y == 1).any() for y in ys)  # ... but always hold some of it
 
 
+def test_pasted_hands_are_labelled_hand_and_leave_the_prior_alone(tmp_path):
+    pairs, mask = _one_skin_block(tmp_path)
+
+    def crops(paste):
+        ds = HandCropDataset(pairs, anchors_for(0, mask, []), 30, 64, 0.3, negative_prob=0.0,
+                             prior_dropout=0.0, paste_prob=paste)  # fmt: skip
+        torch.manual_seed(0)
+        return [ds[i] for i in range(30)]
+
+    plain, pasted = crops(0.0), crops(1.0)
+    share = [float((y == 1).float().mean()) for _, _, y in pasted]
+    assert np.mean(share) > 1.3 * np.mean([float((y == 1).float().mean()) for *_, y in plain])
+    for x, p, y in pasted:
+        hand = y == 1
+        assert (x[0][hand] > 0.7).float().mean() > 0.9  # every labelled pixel is skin
+        assert (x[0][~hand] < 0.5).float().mean() > 0.9  # ... and nearly every other one not
+        assert not p.any()  # a box anchor has no landmarks: no prior, pasted or not
+
+
 class _BlockIsHand(CropSegNet):
     """A stand-in crop network: hand wherever the crop is bright (any size of hand)."""
 

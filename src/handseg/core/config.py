@@ -209,6 +209,13 @@ class TrainConfig:
     lr_drop_factor: float = _option(0.3, group=_OPT)
     lr_drop_period: int = _option(10, "epochs between drops", group=_OPT)
     warmup_epochs: int = _option(0, group=_OPT)
+    ema_decay: float = _option(
+        0.0,
+        "keep an exponential moving average of the weights (this decay per step), validate "
+        "and save it; 0 = off (default {default})",
+        group=_OPT,
+        metavar="D",
+    )
     # loop
     epochs: int = _option(30, "maximum epochs", group=_OPT)
     batch_size: int = _option(8, "mini-batch size per device", group=_OPT)
@@ -311,6 +318,21 @@ class TrainConfig:
         "with --refine crops: share of training crops zoomed in so the hand runs past the "
         "crop's border (hands close to the camera whose landmarks cover only the fingers; "
         "default {default})",
+        group=_CROPS,
+        metavar="P",
+    )
+    crop_paste: float = _option(
+        0.0,
+        "with --refine crops: share of training crops into which another training hand is "
+        "pasted at a random size, angle and place, labelled hand (every hand in a crop is "
+        "segmented, not only the detected one; default {default})",
+        group=_CROPS,
+        metavar="P",
+    )
+    crop_tone: float = _option(
+        0.0,
+        "with --refine crops: share of training crops whose hand is recoloured to another "
+        "skin tone, shading kept (light to very dark; default {default})",
         group=_CROPS,
         metavar="P",
     )
@@ -492,11 +514,14 @@ def _validate(cfg: TrainConfig) -> None:
             f"crop_decoder must be six widths of at least 4 and crop_margin within 0..2, got "
             f"{cfg.crop_decoder} / {cfg.crop_margin}"
         )
-    if not 0 <= cfg.crop_zoom <= 1 or not 0 <= cfg.crop_grow <= 4:
+    shares = {"crop_zoom": cfg.crop_zoom, "crop_paste": cfg.crop_paste, "crop_tone": cfg.crop_tone}
+    if not all(0 <= v <= 1 for v in shares.values()) or not 0 <= cfg.crop_grow <= 4:
         raise HandsegError(
-            f"crop_zoom must be within 0..1 and crop_grow within 0..4, got "
-            f"{cfg.crop_zoom} / {cfg.crop_grow}"
+            f"{', '.join(shares)} must be within 0..1 and crop_grow within 0..4, got "
+            f"{' / '.join(str(v) for v in shares.values())} / {cfg.crop_grow}"
         )
+    if not 0 <= cfg.ema_decay < 1:
+        raise HandsegError(f"ema_decay must be within 0..1 (0 = off), got {cfg.ema_decay}")
     if cfg.encoder_lr_factor < 0:
         raise HandsegError(f"encoder_lr_factor must be >= 0, got {cfg.encoder_lr_factor}")
     if cfg.epochs < 1 or cfg.batch_size < 1:

@@ -221,6 +221,37 @@ def camouflage(background: Array, hand_pixels: Array, rng: np.random.Generator) 
     return np.clip(background + t * (shifted - background), 0.0, 255.0)
 
 
+SKIN_TONES = np.array(
+    [(235, 200, 180), (215, 170, 140), (190, 140, 105), (160, 110, 80), (120, 80, 58),
+     (85, 58, 42), (60, 42, 32)], np.float32,
+)  # fmt: skip
+"""RGB points along the range of human skin tones, lightest first (:func:`skin_tone`)."""
+
+
+def skin_tone(image: Array, hand: Array, rng: np.random.Generator) -> Array:
+    """Recolour the ``hand`` pixels of ``image`` (uint8 (H, W, 3), bool (H, W)) to another
+    skin tone: each channel scaled so the hand's median colour becomes a point drawn along
+    :data:`SKIN_TONES` (tinted by up to 8 % per channel); shading and texture are kept, and a
+    feathered edge (the mask's outermost pixel in between) blends the scaled hand into its
+    surroundings. The seed data shows
+    one signer's light skin; hands elsewhere are every tone."""
+    import cv2
+
+    if not hand.any():
+        return image
+    t = rng.uniform(0, len(SKIN_TONES) - 1)
+    k = min(int(t), len(SKIN_TONES) - 2)
+    tone = SKIN_TONES[k] + (t - k) * (SKIN_TONES[k + 1] - SKIN_TONES[k])
+    tone = tone * rng.uniform(0.92, 1.08, 3).astype(np.float32)
+    gains = tone / np.maximum(np.median(image[hand], axis=0).astype(np.float32), 1.0)
+    # the mask's outermost pixel is often the old background: faded, not recoloured
+    inner = cv2.erode(hand.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(np.float32)
+    alpha = cv2.GaussianBlur(inner, (0, 0), sigmaX=1.0)[..., None]
+    x = image.astype(np.float32)
+    out = x + alpha * (x * gains - x)
+    return np.clip(out, 0, 255).round().astype(np.uint8)
+
+
 def _place(
     image: Array, mask: Array, rng: np.random.Generator, scale: tuple[float, float]
 ) -> tuple[Array, Array]:

@@ -32,6 +32,7 @@ from handseg.infer.crops import box_transform, crop_transform, warp_crop
 from handseg.infer.detect import Hand
 from handseg.infer.refine import landmark_mask
 from handseg.synth.backgrounds import BackgroundSource
+from handseg.synth.compositing import composite, skin_tone
 
 __all__ = ["PHOTO_CACHE", "Anchor", "HandCropDataset", "anchors_for", "mask_boxes"]
 
@@ -97,6 +98,12 @@ class HandCropDataset(Dataset):
             ``None`` = the canonical crop (validation).
         negative_prob: share of samples that are built-in backgrounds with no hand.
         prior_dropout: share of samples whose landmark prior is blanked.
+        paste_prob: share of hand crops into which another training hand (from any photo)
+            is pasted at a random size, angle and place, often running in from the border
+            (a second hand close to the camera): labelled hand whatever the prior shows, so
+            the network segments every hand in its crop, not only the prior's.
+        tone_prob: share of hand crops whose hand is recoloured to another skin tone
+            (:func:`~handseg.synth.compositing.skin_tone`).
         zoom_prob: share of hand crops zoomed in (to a third to two thirds of the canonical
             framing, shifted by up to a quarter of the side), so the hand runs past the
             crop's border: as when the detector's landmarks cover only the fingers of a
@@ -121,6 +128,8 @@ class HandCropDataset(Dataset):
         flip: bool = True,
         negative_prob: float = 0.05,
         prior_dropout: float = 0.2,
+        paste_prob: float = 0.0,
+        tone_prob: float = 0.0,
         zoom_prob: float = 0.0,
         hand_value: int | None = None,
         seed: int = 0,
@@ -131,7 +140,9 @@ class HandCropDataset(Dataset):
         self.length, self.size, self.margin = int(length), int(size), float(margin)
         self.transform, self.jitter, self.flip = transform, jitter, flip
         self.negative_prob, self.prior_dropout = float(negative_prob), float(prior_dropout)
-        self.zoom_prob = float(zoom_prob)
+        self.zoom_prob, self.paste_prob = float(zoom_prob), float(paste_prob)
+        self.tone_prob = float(tone_prob)
+        self._hand_anchors = [a for a in self.anchors if not a.negative]
         self.hand_value, self.seed = hand_value, int(seed)
         self._photos: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._backgrounds = BackgroundSource()
@@ -162,10 +173,17 @@ class HandCropDataset(Dataset):
             if self.zoom_prob and not anchor.negative and rng.random() < self.zoom_prob:
                 j = (rng.uniform(-0.25, 0.25), rng.uniform(-0.25, 0.25),
                      rng.uniform(math.log(1 / 3), math.log(2 / 3)), j[3])  # fmt: skip
+        if anchor.negative:
+            return self._window(shape, rng, j)
+        return self._frame(anchor, j)
+
+    def _frame(self, anchor: Anchor, j: tuple[float, float, float, float]) -> np.ndarray:
+        """The map of a hand anchor's crop moved by jitter ``j``."""
         if anchor.landmarks is not None:
             return crop_transform(anchor.landmarks, self.size, self.margin, jitter=j)
-        if anchor.box is not None:
-            return box_transform(anchor.box, self.size, self.margin, jitter=j)
+        return box_transform(anchor.box, self.size, self.margin, jitter=j)
+
+    def _window(self, shape, rng: np.random.Generator | None, j) -> np.ndarray:
         h, w = shape  # a negative photo: a random window of a third to all of its short side
         side = min(h, w) * (rng.uniform(0.33, 1.0) if rng is not None else 0.6)
         cx = rng.uniform(side / 2, w - side / 2) if rng is not None else w / 2
@@ -187,6 +205,10 @@ class HandCropDataset(Dataset):
         rgb, mask = self.photo(anchor.index)
         m = self.crop_map(anchor, mask.shape, rng)
         crop, target = warp_crop(rgb, m, s), warp_crop(mask, m, s, nearest=True)
+        if rng is not None and self.paste_prob and rng.random() < self.paste_prob:
+            crop, target = self._paste_hand(crop, target, rng)
+        if rng is not None and self.tone_prob and rng.random() < self.tone_prob:
+            crop = skin_tone(crop, target == 1, rng)
         prior = np.zeros((s, s), np.float32)
         if anchor.landmarks is not None:
             lm = anchor.landmarks.copy()
@@ -202,6 +224,26 @@ class HandCropDataset(Dataset):
                 crop, target = self.transform(np.ascontiguousarray(crop),
                                               np.ascontiguousarray(target), rng)  # fmt: skip
         return crop, prior, target
+
+    def _paste_hand(self, crop: np.ndarray, target: np.ndarray, rng: np.random.Generator):
+        """``crop`` with another training hand pasted in (feathered edge), ``target`` with
+        its pixels labelled hand."""
+        other = self._hand_anchors[int(rng.integers(len(self._hand_anchors)))]
+        rgb, mask = self.photo(other.index)
+        # from twice the canonical size (a hand close to the camera) to two thirds of it,
+        # any angle, its centre anywhere within the crop's middle 90 %
+        j = (rng.uniform(-0.45, 0.45), rng.uniform(-0.45, 0.45),
+             rng.uniform(math.log(0.5), math.log(1.5)), rng.uniform(-math.pi, math.pi))  # fmt: skip
+        m = self._frame(other, j)
+        if rng.random() < 0.5:  # mirrored: a hand of the other side
+            m = np.array([[-1.0, 0.0, self.size - 1.0], [0.0, 1.0, 0.0]]) @ np.vstack(
+                [m, [0, 0, 1]]
+            )
+        hand = warp_crop(mask, m, self.size, nearest=True) == 1
+        if not hand.any():
+            return crop, target
+        pasted = composite(warp_crop(rgb, m, self.size), hand, crop, rng.uniform(0.5, 1.5))
+        return pasted, np.where(hand, np.uint8(1), target)
 
     def __getitem__(self, i: int):
         rng = None

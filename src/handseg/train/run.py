@@ -20,7 +20,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    EMAWeightAveraging,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
@@ -368,6 +373,8 @@ def _build_trainer(cfg: TrainConfig, run: RunDir, progress: bool) -> _Fitting:
                 check_finite=True,
             )  # fmt: skip
         )
+    if cfg.ema_decay > 0:  # validated and checkpointed (so saved) in place of the weights
+        callbacks.append(EMAWeightAveraging(decay=cfg.ema_decay))
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     acc = accelerator(cfg.device)
