@@ -443,6 +443,19 @@ def test_pasted_hands_are_labelled_hand_and_leave_the_prior_alone(tmp_path):
         assert not p.any()  # a box anchor has no landmarks: no prior, pasted or not
 
 
+def test_synthetic_training_crops_frame_a_synthetic_hand_without_a_prior(tmp_path):
+    pairs, mask = _one_skin_block(tmp_path)
+    ds = HandCropDataset(pairs, anchors_for(0, mask, []), 12, 64, 0.3, negative_prob=0.0,
+                         prior_dropout=0.0, synthetic_prob=1.0)  # fmt: skip
+    torch.manual_seed(0)
+    samples = [ds[i] for i in range(12)]
+    for x, p, y in samples:
+        assert not p.any()
+        assert 0.02 < (y == 1).float().mean() < 0.9  # a hand, framed like a real one
+    # not the real photo's block: the synthetic hands differ from crop to crop
+    assert len({round(float((y == 1).float().mean()), 3) for *_, y in samples}) > 6
+
+
 class _BlockIsHand(CropSegNet):
     """A stand-in crop network: hand wherever the crop is bright (any size of hand)."""
 

@@ -268,7 +268,9 @@ class TrainConfig:
         item=("background family", "background families"),
     )
     synthetic_fraction: float = _option(
-        0.0, "share of synthetic hands mixed into training", group=_AUG
+        0.0,
+        "share of synthetic hands mixed into training (with --refine crops: of the crops)",
+        group=_AUG,
     )
     # the crop segmenter (refine crops)
     crop_size: int = _option(

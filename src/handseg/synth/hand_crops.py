@@ -33,6 +33,7 @@ from handseg.infer.detect import Hand
 from handseg.infer.refine import landmark_mask
 from handseg.synth.backgrounds import BackgroundSource
 from handseg.synth.compositing import composite, skin_tone
+from handseg.synth.hands import render_sample
 
 __all__ = ["PHOTO_CACHE", "Anchor", "HandCropDataset", "anchors_for", "mask_boxes"]
 
@@ -102,6 +103,9 @@ class HandCropDataset(Dataset):
             is pasted at a random size, angle and place, often running in from the border
             (a second hand close to the camera): labelled hand whatever the prior shows, so
             the network segments every hand in its crop, not only the prior's.
+        synthetic_prob: share of samples that are a built-in synthetic hand
+            (:func:`~handseg.synth.hands.render_sample`, any skin tone, on a built-in
+            background), framed from its mask's box, without a prior.
         tone_prob: share of hand crops whose hand is recoloured to another skin tone
             (:func:`~handseg.synth.compositing.skin_tone`).
         zoom_prob: share of hand crops zoomed in (to a third to two thirds of the canonical
@@ -130,6 +134,7 @@ class HandCropDataset(Dataset):
         prior_dropout: float = 0.2,
         paste_prob: float = 0.0,
         tone_prob: float = 0.0,
+        synthetic_prob: float = 0.0,
         zoom_prob: float = 0.0,
         hand_value: int | None = None,
         seed: int = 0,
@@ -141,7 +146,7 @@ class HandCropDataset(Dataset):
         self.transform, self.jitter, self.flip = transform, jitter, flip
         self.negative_prob, self.prior_dropout = float(negative_prob), float(prior_dropout)
         self.zoom_prob, self.paste_prob = float(zoom_prob), float(paste_prob)
-        self.tone_prob = float(tone_prob)
+        self.tone_prob, self.synthetic_prob = float(tone_prob), float(synthetic_prob)
         self._hand_anchors = [a for a in self.anchors if not a.negative]
         self.hand_value, self.seed = hand_value, int(seed)
         self._photos: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -197,6 +202,8 @@ class HandCropDataset(Dataset):
         if rng is not None and rng.random() < self.negative_prob:
             bg = self._backgrounds.sample(rng, (s, s))
             return bg, np.zeros((s, s), np.float32), np.zeros((s, s), np.uint8)
+        if rng is not None and self.synthetic_prob and rng.random() < self.synthetic_prob:
+            return self._synthetic(rng)
         anchor = (
             self.anchors[i % len(self.anchors)]
             if rng is None
@@ -224,6 +231,22 @@ class HandCropDataset(Dataset):
                 crop, target = self.transform(np.ascontiguousarray(crop),
                                               np.ascontiguousarray(target), rng)  # fmt: skip
         return crop, prior, target
+
+    def _synthetic(self, rng: np.random.Generator):
+        """A synthetic hand's crop, framed from its mask's box (jittered as a real one)."""
+        s = self.size
+        rgb, mask = render_sample(rng, (2 * s, 2 * s))
+        boxes = mask_boxes(mask)
+        if not boxes:  # (the hand left the frame: a crop of background)
+            return rgb[:s, :s].copy(), np.zeros((s, s), np.float32), np.zeros((s, s), np.uint8)
+        m = self.crop_map(Anchor(-1, box=tuple(float(v) for v in boxes[0])), mask.shape, rng)
+        crop, target = warp_crop(rgb, m, s), warp_crop(mask, m, s, nearest=True)
+        if self.flip and rng.random() < 0.5:
+            crop, target = crop[:, ::-1], target[:, ::-1]
+        if self.transform is not None:
+            crop, target = self.transform(np.ascontiguousarray(crop),
+                                          np.ascontiguousarray(target), rng)  # fmt: skip
+        return crop, np.zeros((s, s), np.float32), target
 
     def _paste_hand(self, crop: np.ndarray, target: np.ndarray, rng: np.random.Generator):
         """``crop`` with another training hand pasted in (feathered edge), ``target`` with

@@ -110,8 +110,8 @@ def crop_datasets(cfg: TrainConfig, split: dict[str, list], progress: bool = Tru
     margin = cfg.crop_margin
     train = HandCropDataset(split["train"], train_anchors, cfg.crops_per_epoch, cfg.crop_size,
                             margin, transform, zoom_prob=cfg.crop_zoom, paste_prob=cfg.crop_paste,
-                            tone_prob=cfg.crop_tone, hand_value=cfg.hand_value,
-                            seed=cfg.seed)  # fmt: skip
+                            tone_prob=cfg.crop_tone, synthetic_prob=cfg.synthetic_fraction,
+                            hand_value=cfg.hand_value, seed=cfg.seed)  # fmt: skip
     val = HandCropDataset(split["val"], val_anchors, len(val_anchors), cfg.crop_size, margin,
                           None, jitter=None, hand_value=cfg.hand_value)  # fmt: skip
     return CropData(train, val, found)
