@@ -449,7 +449,7 @@ def test_synthetic_training_crops_frame_a_synthetic_hand_without_a_prior(tmp_pat
                          prior_dropout=0.0, synthetic_prob=1.0)  # fmt: skip
     torch.manual_seed(0)
     samples = [ds[i] for i in range(12)]
-    for x, p, y in samples:
+    for _, p, y in samples:
         assert not p.any()
         assert 0.02 < (y == 1).float().mean() < 0.9  # a hand, framed like a real one
     # not the real photo's block: the synthetic hands differ from crop to crop
