@@ -25,7 +25,8 @@ Rows (methods):
   border (a model trained with ``--set crop_grow=N`` does that in its own row).
 
 Variants of a preset: ``--set KEY=VALUE`` (repeatable; training options, e.g.
-``--set encoder_lr_factor=0.1``); ``--train-backgrounds half`` trains with ``--backgrounds``
+``--set encoder_lr_factor=0.1``; ``--set seed=N``: another training, initialisation, crops and
+order, on the same seed-0 split); ``--train-backgrounds half`` trains with ``--backgrounds``
 on the first half of ../shared/data/backgrounds/images (natural order) and scores false
 hands on the other half only. ``--hands-cache FILE`` keeps the detector's hands between
 runs (they do not depend on the model).
@@ -56,7 +57,7 @@ import yaml
 from handseg.core.config import resolve_config
 from handseg.core.imaging import list_images, read_image, read_mask
 from handseg.data.pairs import find_pairs
-from handseg.data.split import make_split
+from handseg.data.split import make_split, save_split
 from handseg.eval.baseline import skin_baseline
 from handseg.eval.metrics import SegmentationMetrics
 from handseg.infer.crop_segmenter import CropSegmenter
@@ -198,13 +199,21 @@ def train_preset(
     epochs: int | None,
     settings: dict | None = None,
 ) -> tuple[Path, float]:
-    overrides = (settings or {}) | {
+    settings = dict(settings or {})
+    seed = int(settings.pop("seed", 0))
+    images, masks = SHARED / "arsl-bg11" / "images", SHARED / "arsl-bg11" / "masks"
+    overrides = settings | {
         "preset": preset,
-        "images": str(SHARED / "arsl-bg11" / "images"),
-        "masks": str(SHARED / "arsl-bg11" / "masks"),
+        "images": str(images),
+        "masks": str(masks),
         "out": str(out),
-        "seed": 0,
+        "seed": seed,
     }
+    if seed:  # another training (initialisation, crops, order) on the same seed-0 split
+        out.mkdir(parents=True, exist_ok=True)
+        split = make_split(find_pairs(images, masks), seed=0)
+        save_split(split, out.parent / "split-seed0.json", seed=0)
+        overrides["split"] = str(out.parent / "split-seed0.json")
     if backgrounds:
         overrides["backgrounds"] = backgrounds
     if epochs:

@@ -317,3 +317,24 @@ def test_robust_preset_is_scratch_with_background_compositing():
     (bg,) = [s for s in t.transforms if isinstance(s, BackgroundComposite)]
     assert (bg.p, bg.camouflage_prob, bg.source.families) == (0.7, 0.3, FAMILIES)
     assert resolve_config({"preset": "robust", "background_prob": 0.2}).background_prob == 0.2
+
+
+def test_ema_saves_the_moving_average_not_the_last_weights(synth_dir, tmp_path):
+    def weights(run: Path) -> dict[str, torch.Tensor]:
+        state = torch.load(run / "model.pt", weights_only=True)["state_dict"]
+        return {k: v.float() for k, v in state.items() if v.is_floating_point()}
+
+    def dist(a, b) -> float:
+        return sum(float((a[k] - b[k]).pow(2).sum()) for k in a) ** 0.5
+
+    common = {"preset": "scratch", "augment": ("none",), "evaluate_test": False, "lr": 1e-2}
+    first = weights(train(_cfg(synth_dir, tmp_path / "a", epochs=1, max_steps=1, **common),
+                          progress=False))  # fmt: skip
+    plain = weights(train(_cfg(synth_dir, tmp_path / "b", epochs=2, **common), progress=False))
+    # a decay of nearly 1: the average stays at its first value, the weights after step 1
+    ema = weights(train(_cfg(synth_dir, tmp_path / "c", epochs=2, ema_decay=0.999999, **common),
+                        progress=False))  # fmt: skip
+    assert dist(plain, first) > 0
+    assert dist(ema, first) < 0.01 * dist(plain, first)
+    with pytest.raises(HandsegError, match="ema_decay"):
+        resolve_config({"ema_decay": 1.0})
