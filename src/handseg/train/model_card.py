@@ -42,7 +42,7 @@ EVAL_PREFIX = "eval-"
 _OPTIONS = ("image_size", "batch_size", "optimizer", "lr", "schedule", "loss",
             "class_weighting", "augment", "synthetic_fraction", "seed", "device", "precision",
             "patience", "crop_size", "crop_prior", "encoder_init", "encoder_lr_factor",
-            "crops_per_epoch", "backgrounds")  # fmt: skip
+            "crops_per_epoch", "crop_tone", "ema_decay", "backgrounds")  # fmt: skip
 
 
 def hardware(device: str = "cpu") -> str:
