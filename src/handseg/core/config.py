@@ -218,7 +218,7 @@ class TrainConfig:
     ema_decay: float = _option(
         0.0,
         "keep an exponential moving average of the weights (this decay per step), validate "
-        "and save it; 0 = off (default {default})",
+        "and save it; 0 = off (default {default}; --preset hands: 0.99)",
         group=_OPT,
         metavar="D",
     )
@@ -275,7 +275,8 @@ class TrainConfig:
     )
     synthetic_fraction: float = _option(
         0.0,
-        "share of synthetic hands mixed into training (with --refine crops: of the crops)",
+        "share of synthetic hands mixed into training (with --refine crops: of the crops; "
+        "--preset hands: 0.25)",
         group=_AUG,
     )
     # the crop segmenter (refine crops)
@@ -340,7 +341,7 @@ class TrainConfig:
     crop_tone: float = _option(
         0.0,
         "with --refine crops: share of training crops whose hand is recoloured to another "
-        "skin tone, shading kept (light to very dark; default {default})",
+        "skin tone, shading kept (light to very dark; default {default}; --preset hands: 0.25)",
         group=_CROPS,
         metavar="P",
     )
