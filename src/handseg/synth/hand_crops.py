@@ -223,14 +223,20 @@ class HandCropDataset(Dataset):
             moved = Hand(lm, (0, 0, s, s), "right", 1.0, 1.0, 1.0)
             prior = (landmark_mask((s, s), [moved]) > 0).astype(np.float32)
         if rng is not None:
-            if self.flip and rng.random() < 0.5:
-                crop, target, prior = crop[:, ::-1], target[:, ::-1], prior[:, ::-1]
-            if rng.random() < self.prior_dropout:
-                prior = np.zeros_like(prior)
-            if self.transform is not None:
-                crop, target = self.transform(np.ascontiguousarray(crop),
-                                              np.ascontiguousarray(target), rng)  # fmt: skip
+            crop, target, prior = self._finish(crop, target, prior, rng)
         return crop, prior, target
+
+    def _finish(self, crop, target, prior, rng: np.random.Generator):
+        """Mirroring, the prior's dropout (where there is a prior) and the paired transform."""
+        if self.flip and rng.random() < 0.5:
+            crop, target = crop[:, ::-1], target[:, ::-1]
+            prior = None if prior is None else prior[:, ::-1]
+        if prior is not None and rng.random() < self.prior_dropout:
+            prior = np.zeros_like(prior)
+        if self.transform is not None:
+            crop, target = self.transform(np.ascontiguousarray(crop),
+                                          np.ascontiguousarray(target), rng)  # fmt: skip
+        return crop, target, prior
 
     def _synthetic(self, rng: np.random.Generator):
         """A synthetic hand's crop, framed from its mask's box (jittered as a real one)."""
@@ -241,11 +247,7 @@ class HandCropDataset(Dataset):
             return rgb[:s, :s].copy(), np.zeros((s, s), np.float32), np.zeros((s, s), np.uint8)
         m = self.crop_map(Anchor(-1, box=tuple(float(v) for v in boxes[0])), mask.shape, rng)
         crop, target = warp_crop(rgb, m, s), warp_crop(mask, m, s, nearest=True)
-        if self.flip and rng.random() < 0.5:
-            crop, target = crop[:, ::-1], target[:, ::-1]
-        if self.transform is not None:
-            crop, target = self.transform(np.ascontiguousarray(crop),
-                                          np.ascontiguousarray(target), rng)  # fmt: skip
+        crop, target, _ = self._finish(crop, target, None, rng)
         return crop, np.zeros((s, s), np.float32), target
 
     def _paste_hand(self, crop: np.ndarray, target: np.ndarray, rng: np.random.Generator):
