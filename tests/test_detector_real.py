@@ -174,6 +174,16 @@ def test_thorough_mode_finds_the_back_of_a_hand_the_palm_model_missed(detector, 
     assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])  # apart
 
 
+def test_the_window_search_called_with_no_found_hand_returns_hands(detector, wild_data):
+    """search_missed(rgb, []) (a caller's own use: __call__ searches only beside a found
+    hand) finds luthaihoc_14_004's hands instead of failing on the empty list of boxes."""
+    rgb = read_image(wild_data / "images" / "luthaihoc_14_004.png")
+    gt = read_mask(wild_data / "masks" / "luthaihoc_14_004.png") > 0
+    hands = detector.search_missed(rgb, [])
+    assert 1 <= len(hands) <= 2
+    assert all(_inside(hand, gt, 6) >= 0.75 for hand in hands)
+
+
 def test_the_window_search_runs_only_beside_a_found_hand_and_on_skin(detector, monkeypatch):
     """No hand found: no search (a hand-free photo stays free, at no cost); a found hand on a
     photo without skin colour: no window is tried."""

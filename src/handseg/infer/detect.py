@@ -431,7 +431,7 @@ class HandDetector:
             if presence < min_presence:
                 continue
             lb = np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()])
-            if (_iou(lb, np.array(boxes)) > 0.2).any():
+            if boxes and (_iou(lb, np.array(boxes)) > 0.2).any():
                 continue
             boxes.append(lb)
             found.append(_make_hand(lm, presence, left_prob, 0.0, (h, w), mirrored))
