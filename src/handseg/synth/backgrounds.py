@@ -399,101 +399,152 @@ def _wood(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def _indoor(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A room: a wall, often a floor, 2-5 items on them, room light and maybe defocus."""
     wall = _random_color(rng, sat=(0.0, 0.35), val=(0.45, 1.0))
     img = _fill(h, w, wall) + rng.uniform(0, 6) * _smooth_noise(rng, h, w, 30)[:, :, None]
     horizon = int(h * rng.uniform(0.45, 1.1))
     if horizon < h:
-        floor_kind = rng.integers(3)
-        fh = h - horizon
-        if floor_kind == 0:
-            floor = _wood(rng, fh, w)
-        elif floor_kind == 1:
-            floor = _texture(rng, fh, w)
-        else:
-            floor = _fill(fh, w, _random_color(rng, sat=(0, 0.6), val=(0.15, 0.8)))
-        img[horizon:] = floor * np.linspace(0.8, 1.1, fh, dtype=np.float32)[:, None, None]
-        base = np.clip(wall * rng.uniform(0.5, 1.2), 0, 255)
-        img[max(0, horizon - max(2, h // 40)) : horizon] = base
+        _indoor_floor(rng, img, wall, horizon)
     for _ in range(rng.integers(2, 6)):
-        item = rng.integers(6)
-        iw, ih = w * rng.uniform(0.12, 0.4), h * rng.uniform(0.15, 0.6)
-        x0, y0 = rng.uniform(-0.1 * w, w), rng.uniform(-0.1 * h, 0.9 * h)
-        rect = np.array([[x0, y0], [x0 + iw, y0], [x0 + iw, y0 + ih], [x0, y0 + ih]], np.float32)
-        if item == 0:  # window: frame, bright pane with a sky-like gradient, cross bars
-            frame = _random_color(rng, sat=(0, 0.3), val=(0.3, 1))
-            _paint(img, rect, frame, _poly_drawer(rect))
-            inner = rect + np.array([[3, 3], [-3, 3], [-3, -3], [3, -3]], np.float32)
-            sky = _random_color(rng, sat=(0, 0.4), val=(0.8, 1))
-            _paint(img, inner, sky, _poly_drawer(inner))
-            bar = max(1.0, min(iw, ih) * 0.04)
-            mx, my = x0 + iw / 2, y0 + ih / 2
-            _line(img, (mx, y0), (mx, y0 + ih), bar, frame)
-            _line(img, (x0, my), (x0 + iw, my), bar, frame)
-        elif item == 1:  # door with a knob
-            rect[2:, 1] = horizon if horizon < h else h
-            door = _random_color(rng, sat=(0, 0.5), val=(0.2, 0.9))
-            _paint(img, rect, door, _poly_drawer(rect))
-            kr = max(1.0, iw * 0.05)
-            _ellipse(img, x0 + iw * 0.85, (y0 + rect[2, 1]) / 2, kr, kr, 0, _KNOB)
-        elif item == 2:  # shelf of books
-            x = x0
-            while x < x0 + iw:
-                bw = rng.uniform(3, 10) * w / 320
-                bh = ih * rng.uniform(0.6, 1.0)
-                book = np.array(
-                    [[x, y0 + ih - bh], [x + bw, y0 + ih - bh], [x + bw, y0 + ih], [x, y0 + ih]],
-                    np.float32,
-                )
-                _paint(img, book, _random_color(rng, val=(0.2, 0.9)), _poly_drawer(book))
-                x += bw + 0.5
-        elif item == 3:  # picture frame with an abstract picture
-            frame = _random_color(rng, val=(0.1, 0.8))
-            _paint(img, rect, frame, _poly_drawer(rect))
-            b = max(2.0, min(iw, ih) * 0.08)
-            inner = rect + np.array([[b, b], [-b, b], [-b, -b], [b, -b]], np.float32)
-            pic = _random_color(rng)
-            _paint(
-                img,
-                inner,
-                lambda ys, xs, c=pic: c + 40 * np.sin(xs / 7 + ys / 11)[..., None],
-                _poly_drawer(inner),
-            )
-        elif item == 4:  # furniture: a rounded box (sofa, cabinet, table), lit from above
-            color = _random_color(rng, val=(0.15, 0.9))
-            pts = _capsule_pts(
-                np.array([x0, y0 + ih / 2], np.float32),
-                np.array([x0 + iw * 1.5, y0 + ih / 2], np.float32),
-                ih / 3,
-                ih / 3,
-            )
-            _paint(
-                img, pts, _vertical_shade(color, y0, ih, rng.uniform(0.1, 0.4)), _poly_drawer(pts)
-            )
-        else:  # plant: a pot and green leaf blobs
-            pot = _random_color(rng, sat=(0.2, 0.8), val=(0.3, 0.8))
-            px, py = x0 + iw / 2, y0 + ih
-            potp = np.array(
-                [
-                    [px - iw / 5, py - ih / 4],
-                    [px + iw / 5, py - ih / 4],
-                    [px + iw / 7, py],
-                    [px - iw / 7, py],
-                ],
-                np.float32,
-            )
-            _paint(img, potp, pot, _poly_drawer(potp))
-            green = _random_color(rng, sat=(0.4, 0.9), val=(0.2, 0.6))
-            green[1] = max(green[1], green[0] + 30, green[2] + 20)
-            for _ in range(rng.integers(4, 10)):
-                lx = px + rng.normal(0, iw / 5)
-                ly = py - ih / 4 - abs(rng.normal(0, ih / 3))
-                leaf = _ellipse_pts(lx, ly, iw / 8, iw / 20, rng.uniform(0, 180))
-                _paint(img, leaf, green * rng.uniform(0.7, 1.2), _poly_drawer(leaf))
+        _indoor_item(rng, img, horizon)
     img = img * _light_field(rng, h, w, rng.uniform(0.1, 0.5))
     if rng.uniform() < 0.5:  # out-of-focus room behind the signer
         k = int(rng.integers(1, 4)) * 2 + 1
         img = cv2.GaussianBlur(img, (k, k), 0)
     return img
+
+
+def _indoor_floor(rng: np.random.Generator, img: np.ndarray, wall: np.ndarray, horizon: int):
+    """Paint a floor (wood, a texture or one colour) below ``horizon``, in place, darker
+    towards the wall, and a skirting board in a shade of the wall colour above it."""
+    h, w = img.shape[:2]
+    floor_kind = rng.integers(3)
+    fh = h - horizon
+    if floor_kind == 0:
+        floor = _wood(rng, fh, w)
+    elif floor_kind == 1:
+        floor = _texture(rng, fh, w)
+    else:
+        floor = _fill(fh, w, _random_color(rng, sat=(0, 0.6), val=(0.15, 0.8)))
+    img[horizon:] = floor * np.linspace(0.8, 1.1, fh, dtype=np.float32)[:, None, None]
+    base = np.clip(wall * rng.uniform(0.5, 1.2), 0, 255)
+    img[max(0, horizon - max(2, h // 40)) : horizon] = base
+
+
+def _rect_pts(x0: float, y0: float, iw: float, ih: float) -> np.ndarray:
+    """Corners of an axis-aligned rectangle, clockwise from the top left; (4, 2) float32."""
+    return np.array([[x0, y0], [x0 + iw, y0], [x0 + iw, y0 + ih], [x0, y0 + ih]], np.float32)
+
+
+def _indoor_item(rng: np.random.Generator, img: np.ndarray, horizon: int) -> None:
+    """Paint one random room item in a random box, in place: a window, a door (down to the
+    floor at ``horizon``), a bookshelf, a picture, a piece of furniture or a plant."""
+    h, w = img.shape[:2]
+    item = rng.integers(6)
+    iw, ih = w * rng.uniform(0.12, 0.4), h * rng.uniform(0.15, 0.6)
+    x0, y0 = rng.uniform(-0.1 * w, w), rng.uniform(-0.1 * h, 0.9 * h)
+    if item == 0:
+        _window(rng, img, x0, y0, iw, ih)
+    elif item == 1:
+        _door(rng, img, x0, y0, iw, ih, horizon if horizon < h else h)
+    elif item == 2:
+        _bookshelf(rng, img, x0, y0, iw, ih)
+    elif item == 3:
+        _picture(rng, img, x0, y0, iw, ih)
+    elif item == 4:
+        _furniture(rng, img, x0, y0, iw, ih)
+    else:
+        _plant(rng, img, x0, y0, iw, ih)
+
+
+def _window(rng: np.random.Generator, img: np.ndarray, x0, y0, iw, ih) -> None:
+    """A window: frame, bright pane with a sky-like colour, cross bars."""
+    rect = _rect_pts(x0, y0, iw, ih)
+    frame = _random_color(rng, sat=(0, 0.3), val=(0.3, 1))
+    _paint(img, rect, frame, _poly_drawer(rect))
+    inner = rect + np.array([[3, 3], [-3, 3], [-3, -3], [3, -3]], np.float32)
+    sky = _random_color(rng, sat=(0, 0.4), val=(0.8, 1))
+    _paint(img, inner, sky, _poly_drawer(inner))
+    bar = max(1.0, min(iw, ih) * 0.04)
+    mx, my = x0 + iw / 2, y0 + ih / 2
+    _line(img, (mx, y0), (mx, y0 + ih), bar, frame)
+    _line(img, (x0, my), (x0 + iw, my), bar, frame)
+
+
+def _door(rng: np.random.Generator, img: np.ndarray, x0, y0, iw, ih, bottom) -> None:
+    """A door with a knob, reaching down to ``bottom`` (the floor or the frame's edge)."""
+    rect = _rect_pts(x0, y0, iw, ih)
+    rect[2:, 1] = bottom
+    door = _random_color(rng, sat=(0, 0.5), val=(0.2, 0.9))
+    _paint(img, rect, door, _poly_drawer(rect))
+    kr = max(1.0, iw * 0.05)
+    _ellipse(img, x0 + iw * 0.85, (y0 + rect[2, 1]) / 2, kr, kr, 0, _KNOB)
+
+
+def _bookshelf(rng: np.random.Generator, img: np.ndarray, x0, y0, iw, ih) -> None:
+    """A shelf of books of random widths, heights and colours, standing on the box's bottom."""
+    w = img.shape[1]
+    x = x0
+    while x < x0 + iw:
+        bw = rng.uniform(3, 10) * w / 320
+        bh = ih * rng.uniform(0.6, 1.0)
+        book = np.array(
+            [[x, y0 + ih - bh], [x + bw, y0 + ih - bh], [x + bw, y0 + ih], [x, y0 + ih]],
+            np.float32,
+        )
+        _paint(img, book, _random_color(rng, val=(0.2, 0.9)), _poly_drawer(book))
+        x += bw + 0.5
+
+
+def _picture(rng: np.random.Generator, img: np.ndarray, x0, y0, iw, ih) -> None:
+    """A picture frame with an abstract (sine-wave) picture."""
+    rect = _rect_pts(x0, y0, iw, ih)
+    frame = _random_color(rng, val=(0.1, 0.8))
+    _paint(img, rect, frame, _poly_drawer(rect))
+    b = max(2.0, min(iw, ih) * 0.08)
+    inner = rect + np.array([[b, b], [-b, b], [-b, -b], [b, -b]], np.float32)
+    pic = _random_color(rng)
+    _paint(
+        img,
+        inner,
+        lambda ys, xs, c=pic: c + 40 * np.sin(xs / 7 + ys / 11)[..., None],
+        _poly_drawer(inner),
+    )
+
+
+def _furniture(rng: np.random.Generator, img: np.ndarray, x0, y0, iw, ih) -> None:
+    """Furniture: a rounded box (sofa, cabinet, table), lit from above."""
+    color = _random_color(rng, val=(0.15, 0.9))
+    pts = _capsule_pts(
+        np.array([x0, y0 + ih / 2], np.float32),
+        np.array([x0 + iw * 1.5, y0 + ih / 2], np.float32),
+        ih / 3,
+        ih / 3,
+    )
+    _paint(img, pts, _vertical_shade(color, y0, ih, rng.uniform(0.1, 0.4)), _poly_drawer(pts))
+
+
+def _plant(rng: np.random.Generator, img: np.ndarray, x0, y0, iw, ih) -> None:
+    """A plant: a pot at the box's bottom and green leaf blobs above it."""
+    pot = _random_color(rng, sat=(0.2, 0.8), val=(0.3, 0.8))
+    px, py = x0 + iw / 2, y0 + ih
+    potp = np.array(
+        [
+            [px - iw / 5, py - ih / 4],
+            [px + iw / 5, py - ih / 4],
+            [px + iw / 7, py],
+            [px - iw / 7, py],
+        ],
+        np.float32,
+    )
+    _paint(img, potp, pot, _poly_drawer(potp))
+    green = _random_color(rng, sat=(0.4, 0.9), val=(0.2, 0.6))
+    green[1] = max(green[1], green[0] + 30, green[2] + 20)
+    for _ in range(rng.integers(4, 10)):
+        lx = px + rng.normal(0, iw / 5)
+        ly = py - ih / 4 - abs(rng.normal(0, ih / 3))
+        leaf = _ellipse_pts(lx, ly, iw / 8, iw / 20, rng.uniform(0, 180))
+        _paint(img, leaf, green * rng.uniform(0.7, 1.2), _poly_drawer(leaf))
 
 
 def _vertical_shade(color: np.ndarray, top: float, height: float, strength: float):

@@ -24,6 +24,7 @@ hand when the hand covers at least half of it and the sleeve does not.
 from __future__ import annotations
 
 import colorsys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -180,66 +181,109 @@ def _palm_top(x: float, a: float, b: float, n: float) -> float:
 def _hand_parts(rng: np.random.Generator, shape: str, palm_side: bool) -> tuple[list[_Part], float]:
     """The hand's parts in drawing order, and the cuff height for the sleeve."""
     thumb_state, states, spread = _SHAPES[shape]
-    states = list(states)
     spread = float(np.clip(spread + rng.normal(0, 0.15), 0, 1.2))
     palm_poly, a, b, n = _palm(rng)
     lscale, wscale = rng.uniform(0.9, 1.1), rng.uniform(0.9, 1.12)
-    crease_palm: list[np.ndarray] = []
-    if palm_side:
-        j = lambda: rng.normal(0, 0.03, 2)  # noqa: E731
-        heart = np.array([[-a * 0.95, 1.55 * b], [-0.1, 1.5 * b], [a * 0.5, 1.62 * b]])
-        head = np.array([[a * 0.85, 1.15 * b], [0.0, 1.1 * b], [-a * 0.7, 0.95 * b]])
-        life = np.array([[a * 0.85, 1.18 * b], [a * 0.3, 0.8 * b], [a * 0.25, 0.15 * b]])
-        crease_palm = [
-            (c + np.stack([j() for _ in c])).astype(np.float32) for c in (heart, head, life)
-        ]
+    crease_palm = _palm_creases(rng, a, b) if palm_side else []
     parts = [_Part([palm_poly], 1, rng.uniform(0.96, 1.0), crease_palm)]
     bend_side = rng.choice((-1.0, 1.0))
     folded: list[_Part] = []
     upright: list[_Part] = []
     tips: dict[int, np.ndarray] = {}
     for k, (fx, ln, r, ang0, ang1) in enumerate(_FINGERS):
-        state = states[k]
         x = fx * a + rng.normal(0, 0.01)
         base = np.array([x, _palm_top(x, a, b, n) - 0.12], np.float32)
         ln *= lscale * rng.uniform(0.96, 1.04)
         r *= wscale
         ang = ang0 + spread * (ang1 - ang0) + rng.normal(0, 0.03)
         pid = 2 + k
-        if state == "F":
-            top = base + np.array([0, 0.1], np.float32)
-            bottom = base - np.array([0, rng.uniform(0.32, 0.48)], np.float32)
-            poly = _capsule(top, bottom, r * 1.08, r * 1.02)
-            nails = (
-                []
-                if not palm_side
-                else [_ellipse(bottom + np.array([0, r * 0.4], np.float32), r * 0.6, r * 0.5, 0)]
-            )
-            creases = [np.stack([top - [r, 0.18], top + [r, -0.18]]).astype(np.float32)]
-            folded.append(_Part([poly], pid, rng.uniform(1.0, 1.06), creases, nails, False))
+        if states[k] == "F":
+            folded.append(_folded_finger(rng, base, r, pid, palm_side))
             continue
-        if state == "E":
-            curl = rng.normal(0, 0.06)
-            angles = [ang, ang + curl, ang + 2 * curl]
-            lengths = [0.45 * ln, 0.3 * ln, 0.25 * ln]
-        elif state == "B":
-            if rng.uniform() < 0.6:  # bent sideways: two clear segments at an angle
-                bend = bend_side * rng.uniform(0.9, 1.6)
-                angles = [ang, ang + bend]
-                lengths = [0.5 * ln, 0.45 * ln * rng.uniform(0.75, 0.95)]
-            else:  # bent towards the camera: short, foreshortened
-                angles = [ang, ang + bend_side * rng.uniform(0.2, 0.5)]
-                lengths = [0.45 * ln, 0.22 * ln]
-        else:  # "C": curled in an arc towards the thumb side
-            c = rng.uniform(0.5, 0.8)
-            angles = [ang + 0.2, ang + 0.2 + c, ang + 0.2 + 2 * c]
-            lengths = [0.42 * ln, 0.3 * ln, 0.25 * ln]
+        angles, lengths = _finger_segments(rng, states[k], ang, ln, bend_side)
         polys, pts, radii = _chain(base, angles, lengths, r, r * 0.85)
         tips[k] = pts[-1]
         creases = _joint_creases(pts, radii, angles) if palm_side else []
         nails = [] if palm_side else [_nail(pts, radii, angles)]
         upright.append(_Part(polys, pid, rng.uniform(0.98, 1.04), creases, nails))
-    # thumb: its first segment merges with the palm (same id: no outline across the palm)
+    thumb_root, thumb = _thumb(rng, thumb_state, tips, a, b, lscale, wscale, palm_side)
+    parts.append(_Part(thumb_root, 1, parts[0].tone))
+    if thumb_state in ("across", "pinch"):
+        # across the palm: in front of the folded fingers
+        parts += upright + folded + [thumb]
+    else:
+        parts += upright + [thumb] + folded
+    cuff = float(rng.uniform(0.0, 0.18) * b)
+    return parts, cuff
+
+
+def _palm_creases(rng: np.random.Generator, a: float, b: float) -> list[np.ndarray]:
+    """The heart, head and life lines of a palm with half-width ``a`` and half-height
+    ``b``, each point jittered; three polylines (3, 2) float32."""
+    j = lambda: rng.normal(0, 0.03, 2)  # noqa: E731
+    heart = np.array([[-a * 0.95, 1.55 * b], [-0.1, 1.5 * b], [a * 0.5, 1.62 * b]])
+    head = np.array([[a * 0.85, 1.15 * b], [0.0, 1.1 * b], [-a * 0.7, 0.95 * b]])
+    life = np.array([[a * 0.85, 1.18 * b], [a * 0.3, 0.8 * b], [a * 0.25, 0.15 * b]])
+    return [(c + np.stack([j() for _ in c])).astype(np.float32) for c in (heart, head, life)]
+
+
+def _folded_finger(
+    rng: np.random.Generator, base: np.ndarray, r: float, pid: int, palm_side: bool
+) -> _Part:
+    """A finger folded down over the palm from its ``base``: one short capsule with a
+    crease at the knuckle and (palm side) the nail showing at its end. Not solid."""
+    top = base + np.array([0, 0.1], np.float32)
+    bottom = base - np.array([0, rng.uniform(0.32, 0.48)], np.float32)
+    poly = _capsule(top, bottom, r * 1.08, r * 1.02)
+    nails = (
+        []
+        if not palm_side
+        else [_ellipse(bottom + np.array([0, r * 0.4], np.float32), r * 0.6, r * 0.5, 0)]
+    )
+    creases = [np.stack([top - [r, 0.18], top + [r, -0.18]]).astype(np.float32)]
+    return _Part([poly], pid, rng.uniform(1.0, 1.06), creases, nails, False)
+
+
+def _finger_segments(
+    rng: np.random.Generator, state: str, ang: float, ln: float, bend_side: float
+) -> tuple[list[float], list[float]]:
+    """Segment angles and lengths of a finger of length ``ln`` pointing at ``ang`` in
+    ``state`` E (extended, slightly curving), B (bent) or C (curled)."""
+    if state == "E":
+        curl = rng.normal(0, 0.06)
+        angles = [ang, ang + curl, ang + 2 * curl]
+        lengths = [0.45 * ln, 0.3 * ln, 0.25 * ln]
+    elif state == "B":
+        if rng.uniform() < 0.6:  # bent sideways: two clear segments at an angle
+            bend = bend_side * rng.uniform(0.9, 1.6)
+            angles = [ang, ang + bend]
+            lengths = [0.5 * ln, 0.45 * ln * rng.uniform(0.75, 0.95)]
+        else:  # bent towards the camera: short, foreshortened
+            angles = [ang, ang + bend_side * rng.uniform(0.2, 0.5)]
+            lengths = [0.45 * ln, 0.22 * ln]
+    else:  # "C": curled in an arc towards the thumb side
+        c = rng.uniform(0.5, 0.8)
+        angles = [ang + 0.2, ang + 0.2 + c, ang + 0.2 + 2 * c]
+        lengths = [0.42 * ln, 0.3 * ln, 0.25 * ln]
+    return angles, lengths
+
+
+def _thumb(
+    rng: np.random.Generator,
+    thumb_state: str,
+    tips: dict[int, np.ndarray],
+    a: float,
+    b: float,
+    lscale: float,
+    wscale: float,
+    palm_side: bool,
+) -> tuple[list[np.ndarray], _Part]:
+    """The thumb: the polygons of its first segment, which merges with the palm (the
+    caller gives it the palm's id: no outline across the palm), and the rest as a part.
+
+    ``tips`` holds the fingertips of the fingers that are not folded, by finger index;
+    a pinching thumb reaches for the index fingertip when there is one.
+    """
     tbase = np.array([a * 0.72, 0.28 * b], np.float32)
     tr = 0.13 * wscale
     tl = lscale * rng.uniform(0.95, 1.05)
@@ -263,17 +307,9 @@ def _hand_parts(rng: np.random.Generator, shape: str, palm_side: bool) -> tuple[
         angles = [x + rng.normal(0, 0.06) for x in angles]
         lengths = [x * tl for x in lengths]
     polys, pts, radii = _chain(tbase, angles, lengths, tr, tr * 0.8)
-    thumb_creases = _joint_creases(pts, radii, angles)[1:] if palm_side else []
-    thumb_nails = [] if palm_side else [_nail(pts, radii, angles)]
-    parts.append(_Part(polys[:1], 1, parts[0].tone))
-    thumb = _Part(polys[1:], 6, rng.uniform(0.98, 1.04), thumb_creases, thumb_nails)
-    if thumb_state in ("across", "pinch"):
-        # across the palm: in front of the folded fingers
-        parts += upright + folded + [thumb]
-    else:
-        parts += upright + [thumb] + folded
-    cuff = float(rng.uniform(0.0, 0.18) * b)
-    return parts, cuff
+    creases = _joint_creases(pts, radii, angles)[1:] if palm_side else []
+    nails = [] if palm_side else [_nail(pts, radii, angles)]
+    return polys[:1], _Part(polys[1:], 6, rng.uniform(0.98, 1.04), creases, nails)
 
 
 def _canonical_area(parts: list[_Part]) -> float:
@@ -418,131 +454,18 @@ def _draw_hand(
     palm_side = bool(rng.uniform() < 0.5)
     parts, cuff = _hand_parts(rng, shape, palm_side)
     pose, px = _choose_pose(rng, parts, h, w)
-    scale = pose.scale
-
-    # parts in drawing order on uint8 canvases: ids (which part is in front), tone
-    # (brightness, _TONE_ONE = 1), anti-aliased coverage
-    ids = np.zeros((h, w), np.uint8)
-    tone = np.full((h, w), _TONE_ONE, np.uint8)
-    cover = np.zeros((h, w), np.uint8)
-    lw = max(1, round(scale * 0.018))
-    for part in parts:
-        for poly in part.polys:  # one per call: fillPoly fills several with even-odd
-            p = [_fix(pose(poly))]
-            cv2.fillPoly(ids, p, part.pid, cv2.LINE_8, shift=4)
-            cv2.fillPoly(tone, p, int(_TONE_ONE * part.tone), cv2.LINE_8, shift=4)
-            cv2.fillPoly(cover, p, 255, cv2.LINE_AA, shift=4)
-        if part.creases:
-            creases = [_fix(pose(c)) for c in part.creases]
-            cv2.polylines(tone, creases, False, int(_TONE_ONE * 0.8), lw, cv2.LINE_AA, shift=4)
-        for nail in part.nails:
-            q = [_fix(pose(nail))]
-            cv2.fillPoly(tone, q, int(_TONE_ONE * 1.12), cv2.LINE_AA, shift=4)
-            cv2.polylines(tone, q, True, int(_TONE_ONE * 0.9), 1, cv2.LINE_AA, shift=4)
-
-    # hand colour, inside the hand's box only
+    ids, tone, cover = _rasterise_parts(parts, pose, h, w)
     hb = _box(px, h, w, pad=3)
-    ys, xs = _grid(hb)
-    bh, bw = ys.shape[0], xs.shape[1]
-    idc = ids[hb]
-    edge = np.zeros((bh, bw), np.float32)  # outlines where parts meet and at the silhouette
-    if bh > 1 and bw > 1:
-        dv = idc[1:] != idc[:-1]
-        dh = idc[:, 1:] != idc[:, :-1]
-        edge[1:] += dv
-        edge[:-1] += dv
-        edge[:, 1:] += dh
-        edge[:, :-1] += dh
-    k = rng.uniform(0.12, 0.25) * min(1.0, scale / 60)
-    shade = tone[hb].astype(np.float32) * (1.0 / _TONE_ONE)
-    shade *= 1.0 - k * np.minimum(edge, 1.0)
-    if scale > 40:
-        shade = cv2.GaussianBlur(shade, (3, 3), 0)
-    # lighting: a gradient across the hand, rounded rim shading, skin texture
-    ld = rng.normal(0, 1, 2)
-    ld /= np.hypot(*ld) + 1e-6
-    centre = pose(np.array([[0.0, 1.0]], np.float32))[0]
-    grad = rng.uniform(0.04, 0.14) / scale
-    light_k = (grad * ld[0], grad * ld[1], centre)
-
-    def light(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
-        return 1.0 + light_k[0] * (xs - light_k[2][0]) + light_k[1] * (ys - light_k[2][1])
-
-    alpha = cover[hb].astype(np.float32) * (1.0 / 255.0)
-    rim = 0.8 + 0.2 * np.minimum(_box_blur(alpha, max(1, int(scale * 0.08))) * 1.6, 1.0)
-    tex = 1.0 + 0.025 * _smooth(rng, bh, bw, max(2.0, scale * 0.15))
-    tex += 0.02 * rng.standard_normal((bh, bw), dtype=np.float32)
-    hand_rgb = skin * (shade * light(ys, xs) * rim * tex)[:, :, None]
+    hand_rgb, light = _hand_colour(rng, skin, ids[hb], tone[hb], cover[hb], hb, pose)
 
     # arm: a sleeve over the wrist (mostly) or a bare forearm behind the hand
-    far = 2.5 * np.hypot(h, w) / scale
+    far = 2.5 * np.hypot(h, w) / pose.scale
     bend = rng.normal(0, 0.18)
     bare = bool(rng.uniform() < 0.3)
-    arm_cover = np.zeros((h, w), np.uint8)
     if bare:
-        hw0 = 0.36 * rng.uniform(0.95, 1.1)
-        hw1 = hw0 * rng.uniform(1.2, 1.45)
-        arm = np.array(
-            [[-hw0, 0.3], [hw0, 0.3], [hw1, -1.3], [hw1, -far], [-hw1, -far], [-hw1, -1.3]],
-            np.float32,
-        )
-        arm_px = pose(_bend(arm, bend))
-        cv2.fillPoly(arm_cover, [_fix(arm_px)], 255, cv2.LINE_AA, shift=4)
-        ab = _box(arm_px, h, w, pad=2)
-        ays, axs = _grid(ab)
-        a_alpha = arm_cover[ab].astype(np.float32) * (1.0 / 255.0)
-        a_rim = 0.8 + 0.2 * np.minimum(_box_blur(a_alpha, max(1, int(scale * 0.1))) * 1.6, 1.0)
-        a_tex = 1.0 + 0.035 * _smooth(rng, a_alpha.shape[0], a_alpha.shape[1], scale * 0.2)
-        arm_rgb = skin * (light(ays, axs) * a_rim * a_tex)[:, :, None]
-        if rng.uniform() < 0.5:  # a pushed-up sleeve further along the arm
-            at = -rng.uniform(1.0, 3.0)
-            hs = hw1 * rng.uniform(1.15, 1.4)
-            sl = np.array([[-hs, at], [hs, at + 0.08], [hs, -far], [-hs, -far]], np.float32)
-            sleeve = np.zeros((h, w), np.uint8)
-            cv2.fillPoly(sleeve, [_fix(pose(_bend(sl, bend)))], 255, cv2.LINE_AA, shift=4)
-            sa = sleeve[ab].astype(np.float32)[:, :, None] * (1.0 / 255.0)
-            arm_rgb += sa * (_sleeve_color(rng) * light(ays, axs)[:, :, None] - arm_rgb)
-            np.maximum(arm_cover, sleeve, out=arm_cover)
+        arm_cover, ab, arm_rgb = _bare_arm(rng, pose, skin, light, far, bend, (h, w))
     else:
-        hw0 = 0.5 * rng.uniform(0.95, 1.3)
-        hw1 = hw0 * rng.uniform(1.0, 1.25)
-        xs_c = np.linspace(-hw0, hw0, 7, dtype=np.float32)
-        sag = rng.uniform(-0.06, 0.06)
-        cuff_line = np.stack([xs_c, cuff + sag * (1 - (xs_c / hw0) ** 2)], 1)
-        arm = np.concatenate([cuff_line, np.array([[hw1, -far], [-hw1, -far]], np.float32)])
-        arm_px = pose(_bend(arm, bend))
-        cv2.fillPoly(arm_cover, [_fix(arm_px)], 255, cv2.LINE_AA, shift=4)
-        ab = _box(arm_px, h, w, pad=2)
-        ays, axs = _grid(ab)
-        # folds: darker creases along the sleeve, and the cuff's hem
-        arm_tone = np.full((h, w), _TONE_ONE, np.uint8)
-        for _ in range(int(rng.integers(1, 4))):
-            x0 = rng.uniform(-0.8, 0.8) * hw0
-            end = [x0 + rng.normal(0, 0.3), -rng.uniform(0.5, 2.0)]
-            fold = np.array([[x0, cuff - 0.05], end], np.float32)
-            cv2.polylines(
-                arm_tone,
-                [_fix(pose(_bend(fold, bend)))],
-                False,
-                int(_TONE_ONE * 0.78),
-                max(1, round(scale * 0.04)),
-                cv2.LINE_AA,
-                shift=4,
-            )
-        cv2.polylines(
-            arm_tone,
-            [_fix(pose(_bend(cuff_line, bend)))],
-            False,
-            int(_TONE_ONE * 0.85),
-            max(1, round(scale * 0.03)),
-            cv2.LINE_AA,
-            shift=4,
-        )
-        a_shade = arm_tone[ab].astype(np.float32) * (1.0 / _TONE_ONE)
-        if a_shade.size:
-            a_shade = cv2.GaussianBlur(a_shade, (3, 3), 0)
-        fabric = 1.0 + 0.05 * _smooth(rng, a_shade.shape[0], a_shade.shape[1], scale * 0.3)
-        arm_rgb = _sleeve_color(rng) * (a_shade * light(ays, axs) * fabric)[:, :, None]
+        arm_cover, ab, arm_rgb = _sleeve_arm(rng, pose, cuff, light, far, bend, (h, w))
 
     hand_mask = cover >= 128
     if bare:
@@ -561,6 +484,207 @@ def _draw_hand(
         hand_mask=hand_mask.astype(np.uint8),
         arm_mask=arm_mask.astype(np.uint8),
     )
+
+
+def _rasterise_parts(
+    parts: list[_Part], pose: _Pose, h: int, w: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The parts in drawing order on (H, W) uint8 canvases: ``ids`` (which part is in
+    front), ``tone`` (brightness, _TONE_ONE = 1, with creases and nails) and ``cover``
+    (anti-aliased coverage 0..255)."""
+    ids = np.zeros((h, w), np.uint8)
+    tone = np.full((h, w), _TONE_ONE, np.uint8)
+    cover = np.zeros((h, w), np.uint8)
+    lw = max(1, round(pose.scale * 0.018))
+    for part in parts:
+        for poly in part.polys:  # one per call: fillPoly fills several with even-odd
+            p = [_fix(pose(poly))]
+            cv2.fillPoly(ids, p, part.pid, cv2.LINE_8, shift=4)
+            cv2.fillPoly(tone, p, int(_TONE_ONE * part.tone), cv2.LINE_8, shift=4)
+            cv2.fillPoly(cover, p, 255, cv2.LINE_AA, shift=4)
+        if part.creases:
+            creases = [_fix(pose(c)) for c in part.creases]
+            cv2.polylines(tone, creases, False, int(_TONE_ONE * 0.8), lw, cv2.LINE_AA, shift=4)
+        for nail in part.nails:
+            q = [_fix(pose(nail))]
+            cv2.fillPoly(tone, q, int(_TONE_ONE * 1.12), cv2.LINE_AA, shift=4)
+            cv2.polylines(tone, q, True, int(_TONE_ONE * 0.9), 1, cv2.LINE_AA, shift=4)
+    return ids, tone, cover
+
+
+def _part_edges(ids: np.ndarray) -> np.ndarray:
+    """Where neighbouring pixels of an id canvas (h, w) differ: outlines where parts meet
+    and at the silhouette; (h, w) float32 counts (0 inside a part)."""
+    bh, bw = ids.shape
+    edge = np.zeros((bh, bw), np.float32)
+    if bh > 1 and bw > 1:
+        dv = ids[1:] != ids[:-1]
+        dh = ids[:, 1:] != ids[:, :-1]
+        edge[1:] += dv
+        edge[:-1] += dv
+        edge[:, 1:] += dh
+        edge[:, :-1] += dh
+    return edge
+
+
+def _hand_light(
+    rng: np.random.Generator, pose: _Pose
+) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A lighting gradient in a random direction through the palm's centre, shared by the
+    hand and the arm: ``light(ys, xs)`` ~1 over frame coordinates."""
+    ld = rng.normal(0, 1, 2)
+    ld /= np.hypot(*ld) + 1e-6
+    centre = pose(np.array([[0.0, 1.0]], np.float32))[0]
+    grad = rng.uniform(0.04, 0.14) / pose.scale
+    light_k = (grad * ld[0], grad * ld[1], centre)
+
+    def light(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        return 1.0 + light_k[0] * (xs - light_k[2][0]) + light_k[1] * (ys - light_k[2][1])
+
+    return light
+
+
+def _hand_colour(
+    rng: np.random.Generator,
+    skin: np.ndarray,
+    ids: np.ndarray,
+    tone: np.ndarray,
+    cover: np.ndarray,
+    hb: tuple[slice, slice],
+    pose: _Pose,
+) -> tuple[np.ndarray, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    """The hand's colour inside its box ``hb`` (``ids``, ``tone``, ``cover`` are the
+    canvases cut to it): the skin with the parts' tones, darker outlines, a lighting
+    gradient, rounded rim shading and skin texture. Returns the colours (h, w, 3) float32
+    and the lighting function, for the arm."""
+    scale = pose.scale
+    ys, xs = _grid(hb)
+    bh, bw = ys.shape[0], xs.shape[1]
+    edge = _part_edges(ids)
+    k = rng.uniform(0.12, 0.25) * min(1.0, scale / 60)
+    shade = tone.astype(np.float32) * (1.0 / _TONE_ONE)
+    shade *= 1.0 - k * np.minimum(edge, 1.0)
+    if scale > 40:
+        shade = cv2.GaussianBlur(shade, (3, 3), 0)
+    light = _hand_light(rng, pose)
+    alpha = cover.astype(np.float32) * (1.0 / 255.0)
+    rim = 0.8 + 0.2 * np.minimum(_box_blur(alpha, max(1, int(scale * 0.08))) * 1.6, 1.0)
+    tex = 1.0 + 0.025 * _smooth(rng, bh, bw, max(2.0, scale * 0.15))
+    tex += 0.02 * rng.standard_normal((bh, bw), dtype=np.float32)
+    return skin * (shade * light(ys, xs) * rim * tex)[:, :, None], light
+
+
+def _bare_arm(
+    rng: np.random.Generator,
+    pose: _Pose,
+    skin: np.ndarray,
+    light: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    far: float,
+    bend: float,
+    size: tuple[int, int],
+) -> tuple[np.ndarray, tuple[slice, slice], np.ndarray]:
+    """A bare forearm from the wrist to ``far`` (canonical units, beyond the frame), bent
+    by ``bend`` radians at the wrist, sometimes with a pushed-up sleeve further along.
+    Returns its coverage (H, W) uint8, its box and its colours (h, w, 3) float32."""
+    h, w = size
+    scale = pose.scale
+    arm_cover = np.zeros((h, w), np.uint8)
+    hw0 = 0.36 * rng.uniform(0.95, 1.1)
+    hw1 = hw0 * rng.uniform(1.2, 1.45)
+    arm = np.array(
+        [[-hw0, 0.3], [hw0, 0.3], [hw1, -1.3], [hw1, -far], [-hw1, -far], [-hw1, -1.3]],
+        np.float32,
+    )
+    arm_px = pose(_bend(arm, bend))
+    cv2.fillPoly(arm_cover, [_fix(arm_px)], 255, cv2.LINE_AA, shift=4)
+    ab = _box(arm_px, h, w, pad=2)
+    ays, axs = _grid(ab)
+    a_alpha = arm_cover[ab].astype(np.float32) * (1.0 / 255.0)
+    a_rim = 0.8 + 0.2 * np.minimum(_box_blur(a_alpha, max(1, int(scale * 0.1))) * 1.6, 1.0)
+    a_tex = 1.0 + 0.035 * _smooth(rng, a_alpha.shape[0], a_alpha.shape[1], scale * 0.2)
+    arm_rgb = skin * (light(ays, axs) * a_rim * a_tex)[:, :, None]
+    if rng.uniform() < 0.5:  # a pushed-up sleeve further along the arm
+        at = -rng.uniform(1.0, 3.0)
+        hs = hw1 * rng.uniform(1.15, 1.4)
+        sl = np.array([[-hs, at], [hs, at + 0.08], [hs, -far], [-hs, -far]], np.float32)
+        sleeve = np.zeros((h, w), np.uint8)
+        cv2.fillPoly(sleeve, [_fix(pose(_bend(sl, bend)))], 255, cv2.LINE_AA, shift=4)
+        sa = sleeve[ab].astype(np.float32)[:, :, None] * (1.0 / 255.0)
+        arm_rgb += sa * (_sleeve_color(rng) * light(ays, axs)[:, :, None] - arm_rgb)
+        np.maximum(arm_cover, sleeve, out=arm_cover)
+    return arm_cover, ab, arm_rgb
+
+
+def _sleeve_arm(
+    rng: np.random.Generator,
+    pose: _Pose,
+    cuff: float,
+    light: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    far: float,
+    bend: float,
+    size: tuple[int, int],
+) -> tuple[np.ndarray, tuple[slice, slice], np.ndarray]:
+    """A sleeve from a sagging cuff at height ``cuff`` over the wrist to ``far``, bent by
+    ``bend`` radians, with folds and a hem. Returns its coverage (H, W) uint8, its box
+    and its colours (h, w, 3) float32."""
+    h, w = size
+    scale = pose.scale
+    arm_cover = np.zeros((h, w), np.uint8)
+    hw0 = 0.5 * rng.uniform(0.95, 1.3)
+    hw1 = hw0 * rng.uniform(1.0, 1.25)
+    xs_c = np.linspace(-hw0, hw0, 7, dtype=np.float32)
+    sag = rng.uniform(-0.06, 0.06)
+    cuff_line = np.stack([xs_c, cuff + sag * (1 - (xs_c / hw0) ** 2)], 1)
+    arm = np.concatenate([cuff_line, np.array([[hw1, -far], [-hw1, -far]], np.float32)])
+    arm_px = pose(_bend(arm, bend))
+    cv2.fillPoly(arm_cover, [_fix(arm_px)], 255, cv2.LINE_AA, shift=4)
+    ab = _box(arm_px, h, w, pad=2)
+    ays, axs = _grid(ab)
+    arm_tone = _sleeve_folds(rng, pose, cuff_line, hw0, cuff, bend, size)
+    a_shade = arm_tone[ab].astype(np.float32) * (1.0 / _TONE_ONE)
+    if a_shade.size:
+        a_shade = cv2.GaussianBlur(a_shade, (3, 3), 0)
+    fabric = 1.0 + 0.05 * _smooth(rng, a_shade.shape[0], a_shade.shape[1], scale * 0.3)
+    arm_rgb = _sleeve_color(rng) * (a_shade * light(ays, axs) * fabric)[:, :, None]
+    return arm_cover, ab, arm_rgb
+
+
+def _sleeve_folds(
+    rng: np.random.Generator,
+    pose: _Pose,
+    cuff_line: np.ndarray,
+    hw0: float,
+    cuff: float,
+    bend: float,
+    size: tuple[int, int],
+) -> np.ndarray:
+    """A sleeve's tone canvas (H, W) uint8 (_TONE_ONE = 1): 1-3 darker creases running
+    from the cuff along the sleeve (half-width ``hw0`` there), and the cuff's hem."""
+    scale = pose.scale
+    arm_tone = np.full(size, _TONE_ONE, np.uint8)
+    for _ in range(int(rng.integers(1, 4))):
+        x0 = rng.uniform(-0.8, 0.8) * hw0
+        end = [x0 + rng.normal(0, 0.3), -rng.uniform(0.5, 2.0)]
+        fold = np.array([[x0, cuff - 0.05], end], np.float32)
+        cv2.polylines(
+            arm_tone,
+            [_fix(pose(_bend(fold, bend)))],
+            False,
+            int(_TONE_ONE * 0.78),
+            max(1, round(scale * 0.04)),
+            cv2.LINE_AA,
+            shift=4,
+        )
+    cv2.polylines(
+        arm_tone,
+        [_fix(pose(_bend(cuff_line, bend)))],
+        False,
+        int(_TONE_ONE * 0.85),
+        max(1, round(scale * 0.03)),
+        cv2.LINE_AA,
+        shift=4,
+    )
+    return arm_tone
 
 
 def _blend(img: np.ndarray, cover: np.ndarray, box: tuple[slice, slice], rgb: np.ndarray):
