@@ -288,7 +288,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "needs a trained model" in capsys.readouterr().err
 
 
-def test_cli_detector_on_a_hand_free_photo_writes_an_empty_mask(tmp_path):
+def test_cli_detector_on_a_hand_free_photo_writes_an_empty_mask(tmp_path, capsys):
     _detector_or_skip()
     image = tmp_path / "wall.png"
     Image.fromarray(np.full((120, 160, 3), (200, 180, 150), np.uint8)).save(image)
@@ -299,6 +299,14 @@ def test_cli_detector_on_a_hand_free_photo_writes_an_empty_mask(tmp_path):
     )
     assert not np.asarray(Image.open(out / "wall_mask.png")).any()
     assert json.loads((out / "wall_hands.json").read_text())["hands"] == []
+    # the user hears which photos came out empty, and what searches harder
+    said = capsys.readouterr().out
+    assert "no hand found in 1 photo(s) (wall.png)" in said
+    assert "--detector-mode thorough" in said
+    main(["predict", str(image), "--out", str(out), "--detector", "mediapipe",
+          "--detector-mode", "thorough"])  # fmt: skip
+    said = capsys.readouterr().out
+    assert "no hand found in 1 photo(s)" in said and "searches harder" not in said
 
 
 def test_color_refiner_follows_the_hand_colour_not_the_skeleton():

@@ -167,7 +167,8 @@ def run_predict(
     (:func:`handseg.infer.collection.predict_collection`): many processes, resumable,
     ``OUT/manifest.csv``.
 
-    Returns ``{"camera": predict_video's result or None, "records": one per input}`` (and
+    Returns ``{"camera": predict_video's result or None, "records": one per input,
+    "detector_mode": the hand detector's mode, None without one}`` (and
     ``"collection"``: predict_collection's result in collection mode); raises
     :class:`HandsegError` when there are inputs and none could be read.
     """
@@ -204,7 +205,9 @@ def run_predict(
                                  **clip_options)  # fmt: skip
     if inputs and not any(r["ok"] for r in records):
         raise HandsegError(f"none of the {len(records)} input(s) could be read; see the warnings")
-    return {"camera": live, "records": records}
+    hand_pipeline = getattr(predictor, "pipeline", None)  # a HandSegmenter: the detector's
+    return {"camera": live, "records": records,
+            "detector_mode": getattr(hand_pipeline, "mode", None)}  # fmt: skip
 
 
 def _predict_collection(
