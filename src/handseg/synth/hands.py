@@ -660,30 +660,18 @@ def _sleeve_folds(
 ) -> np.ndarray:
     """A sleeve's tone canvas (H, W) uint8 (_TONE_ONE = 1): 1-3 darker creases running
     from the cuff along the sleeve (half-width ``hw0`` there), and the cuff's hem."""
-    scale = pose.scale
     arm_tone = np.full(size, _TONE_ONE, np.uint8)
+
+    def line(pts: np.ndarray, tone: float, width: float) -> None:  # darker, in canonical units
+        thickness = max(1, round(pose.scale * width))
+        cv2.polylines(arm_tone, [_fix(pose(_bend(pts, bend)))], False, int(_TONE_ONE * tone),
+                      thickness, cv2.LINE_AA, shift=4)  # fmt: skip
+
     for _ in range(int(rng.integers(1, 4))):
         x0 = rng.uniform(-0.8, 0.8) * hw0
         end = [x0 + rng.normal(0, 0.3), -rng.uniform(0.5, 2.0)]
-        fold = np.array([[x0, cuff - 0.05], end], np.float32)
-        cv2.polylines(
-            arm_tone,
-            [_fix(pose(_bend(fold, bend)))],
-            False,
-            int(_TONE_ONE * 0.78),
-            max(1, round(scale * 0.04)),
-            cv2.LINE_AA,
-            shift=4,
-        )
-    cv2.polylines(
-        arm_tone,
-        [_fix(pose(_bend(cuff_line, bend)))],
-        False,
-        int(_TONE_ONE * 0.85),
-        max(1, round(scale * 0.03)),
-        cv2.LINE_AA,
-        shift=4,
-    )
+        line(np.array([[x0, cuff - 0.05], end], np.float32), 0.78, 0.04)
+    line(cuff_line, 0.85, 0.03)
     return arm_tone
 
 
