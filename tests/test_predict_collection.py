@@ -225,6 +225,18 @@ def test_bad_files_are_recorded_and_skipped(photos, model_file, tmp_path, capsys
     assert len(_manifest(tmp_path / "none")) == 1
 
 
+@pytest.mark.parametrize("extra", [["--camera", "0"], ["--clip"]])
+def test_collection_options_refuse_a_camera_or_clips_before_loading(extra, photos, tmp_path,
+                                                                    capsys):  # fmt: skip
+    # the model does not exist: the refusal comes before anything is loaded
+    rc = main(["predict", str(photos), "--skip-existing", "--model", str(tmp_path / "no.pt"),
+               "--out", str(tmp_path / "out"), *extra])  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"{extra[0]} does not go with the collection options" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_inputs_are_listed_lazily_with_output_stems(tmp_path, photos):
     listing = tmp_path / "list.txt"
     listing.write_text("a/b/c.jpg\n/abs/d.png\n../up/e.png\n")

@@ -177,10 +177,7 @@ def run_predict(
     clip_options = {"mask_video": mask_video, "fps": fps, "smooth": smooth,
                     "smooth_masks": smooth_masks}  # fmt: skip
     if collection or devices * num_nodes > 1 or skip_existing or lists or workers is not None:
-        if camera is not None or clip:
-            raise HandsegError(f"{'--camera' if camera is not None else '--clip'} does not go "
-                               "with the collection options (collections take videos as "
-                               "clips and folders as photos)")  # fmt: skip
+        _check_collection_inputs(camera, clip)
         return _predict_collection(
             model, inputs, out, lists=lists or [], batch_size=batch_size, overlay=overlay,
             devices=devices, num_nodes=num_nodes, skip_existing=skip_existing,
@@ -208,6 +205,13 @@ def run_predict(
     hand_pipeline = getattr(predictor, "pipeline", None)  # a HandSegmenter: the detector's
     return {"camera": live, "records": records,
             "detector_mode": getattr(hand_pipeline, "mode", None)}  # fmt: skip
+
+
+def _check_collection_inputs(camera: int | None, clip: bool) -> None:
+    if camera is not None or clip:
+        raise HandsegError(f"{'--camera' if camera is not None else '--clip'} does not go "
+                           "with the collection options (collections take videos as "
+                           "clips and folders as photos)")  # fmt: skip
 
 
 def _predict_collection(
